@@ -1,0 +1,7 @@
+"""painter_seg: in-context segmentation (SegGPT line) - few-shot, video propagation, prompt tuning."""
+from .build import build_model
+from .checkpoint import load_checkpoint, save_checkpoint
+from .errors import CheckpointError, InputError
+
+__all__ = ["build_model", "load_checkpoint", "save_checkpoint", "InputError", "CheckpointError"]
+__version__ = "0.1.0"

@@ -1,0 +1,50 @@
+"""The front door: build a configured SegGPT, load its weights, place it on a device."""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Sequence
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from .checkpoint import load_checkpoint
+from .config import load_group
+from .model import SegGPT
+
+log = logging.getLogger(__name__)
+
+
+def build_model(
+    name: str | DictConfig = "default",
+    checkpoint: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+    overrides: Sequence[str] = (),
+    pretrained: bool = True,
+    strict: bool = True,
+) -> SegGPT:
+    """Build a SegGPT from ``conf/model/<name>.yaml`` and return it in eval mode.
+
+    Args:
+        name: a model config name (``"default"`` = the shipped model, ``"seggpt_vit_large"``,
+            ``"seggpt_tiny"``...) or an already composed model config (``name``, ``checkpoint``, ``net``).
+        checkpoint: weights to load (original ``.pth``, transformers snapshot, our safetensors, ``pkg://``,
+            ``hf://``). None = the config's own default weights (random init when it has none).
+        device: where to put the model.
+        overrides: dot-list overrides of the config, e.g. ``["net.fused_attn=false"]``.
+        pretrained: False skips the config's default weights (random init) when ``checkpoint`` is None.
+        strict: strict key/shape check when loading (see :func:`painter_seg.checkpoint.load_checkpoint`).
+
+    Returns:
+        The model, ``model.eval()``, with ``model.config_name`` set.
+    """
+    cfg = load_group("model", name, overrides) if isinstance(name, str) else name
+    log.info("Instantiating model <%s> (%s)", cfg.net._target_, cfg.name)
+    model: SegGPT = instantiate(cfg.net)
+    source = checkpoint if checkpoint is not None else (cfg.get("checkpoint") if pretrained else None)
+    if source:
+        report = load_checkpoint(model, source, strict=strict, model_name=str(cfg.name))
+        log.info("%s", report)
+    model.config_name = str(cfg.name)
+    return model.to(device).eval()

@@ -1,0 +1,285 @@
+"""The SegGPT network: a ViT that paints the query half of a (image, mask) canvas.
+
+Numerically this is the official ``models_seggpt.py`` (baaivision/Painter, SegGPT) at inference and training
+time, with the hard-coded constants (merge block, decoder feature blocks) turned into validated arguments.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+from timm.layers import LayerNorm2d, PatchEmbed, resample_abs_pos_embed, trunc_normal_
+
+from .layers import (
+    ENSEMBLE_BATCH,
+    ENSEMBLE_OFF,
+    ENSEMBLE_PER_STREAM,
+    Block,
+    validate_layer_indices,
+)
+
+
+class SegGPT(nn.Module):
+    """In-context segmentation by masked image modelling on stitched canvases.
+
+    The canvas is two images stacked vertically: the prompt on top, the query below. The image stream carries
+    ``[prompt image; query image]``, the mask stream ``[prompt mask; anything]`` whose query half is replaced by
+    the mask token (``bool_masked_pos``). The model returns the whole painted mask canvas.
+
+    Args:
+        img_size: canvas ``(H, W)`` in pixels, H = 2 * W (e.g. ``(896, 448)`` for the official ViT-L).
+        patch_size: patch side in pixels.
+        embed_dim / depth / num_heads / mlp_ratio: encoder geometry.
+        merge_index: block after which the image and mask streams are averaged into one.
+        feature_layers: blocks whose (normed) outputs feed the decoder; each must be >= merge_index.
+        decoder_embed_dim: channels of the per-pixel decoder head.
+        pretrain_img_size: the absolute position table is a ``(pretrain_img_size / patch)^2`` grid plus a
+            (unused) class slot, resampled bicubically to the canvas grid at run time.
+        drop_path_rate: stochastic depth, linear from 0 over the blocks (training only).
+        fused_attn: use ``scaled_dot_product_attention`` (True) or the explicit softmax path (False).
+    """
+
+    def __init__(
+        self,
+        img_size: Sequence[int] = (896, 448),
+        patch_size: int = 16,
+        in_chans: int = 3,
+        embed_dim: int = 1024,
+        depth: int = 24,
+        num_heads: int = 16,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        merge_index: int = 2,
+        feature_layers: Sequence[int] = (5, 11, 17, 23),
+        decoder_embed_dim: int = 64,
+        pretrain_img_size: int = 224,
+        drop_path_rate: float = 0.0,
+        norm_eps: float = 1e-6,
+        use_rel_pos: bool = True,
+        fused_attn: bool = True,
+    ) -> None:
+        super().__init__()
+        img_size = tuple(int(s) for s in img_size)
+        if len(img_size) != 2 or img_size[0] != 2 * img_size[1]:
+            raise ValueError(f"img_size must be (2*W, W) (prompt over query), got {img_size}")
+        if img_size[0] % patch_size or img_size[1] % patch_size or img_size[1] // patch_size < 1:
+            raise ValueError(f"img_size {img_size} is not a multiple of patch_size {patch_size}")
+        if (img_size[0] // patch_size) % 2:
+            raise ValueError(f"the canvas grid height {img_size[0] // patch_size} must be even (two halves)")
+        (self.merge_index,) = validate_layer_indices("merge_index", [merge_index], depth)
+        self.feature_layers = validate_layer_indices("feature_layers", list(feature_layers), depth)
+        if self.feature_layers and self.feature_layers[0] < self.merge_index:
+            raise ValueError(
+                f"feature_layers {self.feature_layers} must not precede merge_index {self.merge_index}: "
+                "the decoder reads the merged stream"
+            )
+        if not self.feature_layers:
+            raise ValueError("feature_layers must name at least one block")
+        if pretrain_img_size % patch_size:
+            raise ValueError(f"pretrain_img_size {pretrain_img_size} is not a multiple of {patch_size}")
+
+        self.img_size = img_size
+        self.patch_size = patch_size
+        self.embed_dim = embed_dim
+        self.depth = depth
+        self.grid_size = (img_size[0] // patch_size, img_size[1] // patch_size)
+        self.pretrain_grid = pretrain_img_size // patch_size
+        self.decoder_embed_dim = decoder_embed_dim
+
+        self.patch_embed = PatchEmbed(
+            img_size=img_size,
+            patch_size=patch_size,
+            in_chans=in_chans,
+            embed_dim=embed_dim,
+            flatten=False,
+            output_fmt="NHWC",
+        )
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, 1, embed_dim))
+        self.segment_token_x = nn.Parameter(torch.zeros(1, 1, 1, embed_dim))  # image stream
+        self.segment_token_y = nn.Parameter(torch.zeros(1, 1, 1, embed_dim))  # mask stream
+        self.type_token_cls = nn.Parameter(torch.zeros(1, 1, 1, embed_dim))  # seg_type 0: semantic
+        self.type_token_ins = nn.Parameter(torch.zeros(1, 1, 1, embed_dim))  # seg_type 1: instance
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.pretrain_grid**2 + 1, embed_dim))
+
+        dpr = torch.linspace(0, drop_path_rate, depth).tolist()
+        self.blocks = nn.ModuleList(
+            Block(
+                embed_dim,
+                num_heads,
+                self.grid_size,
+                mlp_ratio=mlp_ratio,
+                qkv_bias=qkv_bias,
+                drop_path=dpr[i],
+                norm_eps=norm_eps,
+                use_rel_pos=use_rel_pos,
+                fused_attn=fused_attn,
+            )
+            for i in range(depth)
+        )
+        self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
+
+        self.decoder_embed = nn.Linear(
+            embed_dim * len(self.feature_layers), patch_size**2 * decoder_embed_dim, bias=True
+        )
+        self.decoder_pred = nn.Sequential(
+            nn.Conv2d(decoder_embed_dim, decoder_embed_dim, kernel_size=3, padding=1),
+            LayerNorm2d(decoder_embed_dim, eps=norm_eps),
+            nn.GELU(),
+            nn.Conv2d(decoder_embed_dim, in_chans, kernel_size=1, bias=True),
+        )
+        self._init_weights()
+
+    # ------------------------------------------------------------------ init
+    def _init_weights(self) -> None:
+        """Official initialisation: tokens N(0, .02), pos trunc-normal .02, Linear trunc-normal .02 / bias 0."""
+        for t in (self.mask_token, self.segment_token_x, self.segment_token_y):
+            nn.init.normal_(t, std=0.02)
+        for t in (self.type_token_cls, self.type_token_ins):
+            nn.init.normal_(t, std=0.02)
+        trunc_normal_(self.pos_embed, std=0.02)  # convolutions keep PyTorch's default init
+
+        def _init(m: nn.Module) -> None:
+            if isinstance(m, nn.Linear):
+                trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+        self.apply(_init)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        return {"pos_embed", "mask_token", "segment_token_x", "segment_token_y", "type_token_cls",
+                "type_token_ins"}
+
+    # ------------------------------------------------------------------ pieces
+    @property
+    def num_patches(self) -> int:
+        return self.grid_size[0] * self.grid_size[1]
+
+    def abs_pos(self) -> torch.Tensor:
+        """Absolute positions resampled to the canvas grid: ``[1, Hp, Wp, C]`` (class slot dropped)."""
+        pos = resample_abs_pos_embed(
+            self.pos_embed,
+            new_size=list(self.grid_size),
+            old_size=[self.pretrain_grid, self.pretrain_grid],
+            num_prefix_tokens=1,
+            interpolation="bicubic",
+            antialias=False,  # official: plain bicubic, align_corners=False
+        )
+        return pos[:, 1:].reshape(1, *self.grid_size, self.embed_dim)
+
+    def type_embedding(self, seg_type: torch.Tensor | None, n: int, ref: torch.Tensor) -> torch.Tensor:
+        """Per-sample type token ``[N, 1, 1, C]``: 0 -> semantic, 1 -> instance (None: all instance)."""
+        if seg_type is None:
+            seg_type = torch.ones(n, device=ref.device)
+        st = seg_type.reshape(-1).to(device=ref.device)
+        if st.numel() == 1 and n > 1:
+            st = st.expand(n)
+        if st.numel() != n:
+            raise ValueError(f"seg_type has {st.numel()} entries for a batch of {n}")
+        st = st.to(ref.dtype).reshape(n, 1, 1, 1)
+        return self.type_token_cls * (1 - st) + self.type_token_ins * st
+
+    def forward_features(
+        self,
+        imgs: torch.Tensor,
+        tgts: torch.Tensor,
+        bool_masked_pos: torch.Tensor | None = None,
+        seg_type: torch.Tensor | None = None,
+        feature_ensemble: bool = False,
+    ) -> list[torch.Tensor]:
+        """Encoder: returns the normed outputs of ``feature_layers``, each ``[N, Hp, Wp, C]``."""
+        if imgs.shape != tgts.shape:
+            raise ValueError(f"imgs {tuple(imgs.shape)} and tgts {tuple(tgts.shape)} must have the same shape")
+        if tuple(imgs.shape[-2:]) != self.img_size:
+            raise ValueError(f"canvas must be {self.img_size} (H, W), got {tuple(imgs.shape[-2:])}")
+        n = imgs.shape[0]
+        x = self.patch_embed(imgs)
+        y = self.patch_embed(tgts)
+        if bool_masked_pos is not None:
+            if bool_masked_pos.shape[-1] != self.num_patches or bool_masked_pos.shape[0] not in (1, n):
+                raise ValueError(
+                    f"bool_masked_pos must be [1 or {n}, {self.num_patches}], got {tuple(bool_masked_pos.shape)}"
+                )
+            w = bool_masked_pos.reshape(-1, *self.grid_size, 1).to(y.dtype)
+            y = y * (1 - w) + self.mask_token.to(y.dtype) * w
+        type_emb = self.type_embedding(seg_type, n, x)
+        pos = self.abs_pos()
+        x = x + self.segment_token_x + pos + type_emb
+        y = y + self.segment_token_y + pos + type_emb
+
+        h = torch.cat([x, y], dim=0)
+        feats = []
+        for i, blk in enumerate(self.blocks):
+            mode = ENSEMBLE_OFF
+            if feature_ensemble:
+                mode = ENSEMBLE_PER_STREAM if i <= self.merge_index else ENSEMBLE_BATCH
+            h = blk(h, mode)
+            if i == self.merge_index:
+                h = (h[:n] + h[n:]) * 0.5
+            if i in self.feature_layers:
+                feats.append(self.norm(h))
+        return feats
+
+    def forward_decoder(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        """Decoder: feature maps -> painted canvas ``[N, 3, H, W]`` (ImageNet-normalised space)."""
+        x = self.decoder_embed(torch.cat(feats, dim=-1))  # [N, Hp, Wp, p*p*D]
+        n, hp, wp, _ = x.shape
+        p, d = self.patch_size, self.decoder_embed_dim
+        x = x.reshape(n, hp, wp, p, p, d).permute(0, 5, 1, 3, 2, 4).reshape(n, d, hp * p, wp * p)
+        return self.decoder_pred(x)
+
+    def forward(
+        self,
+        imgs: torch.Tensor,
+        tgts: torch.Tensor,
+        bool_masked_pos: torch.Tensor | None = None,
+        seg_type: torch.Tensor | None = None,
+        feature_ensemble: bool = False,
+    ) -> torch.Tensor:
+        """Paint the mask canvas.
+
+        Args:
+            imgs: ``[N, 3, H, W]`` image canvases (prompt image on top, query below), ImageNet-normalised.
+            tgts: ``[N, 3, H, W]`` mask canvases (prompt mask on top; the bottom is masked out), same space.
+            bool_masked_pos: ``[1 or N, Hp*Wp]`` bool, True = patch of the mask stream replaced by the mask
+                token (row-major over the patch grid). None = nothing masked.
+            seg_type: ``[N]`` or ``[N, 1]``, 0 = semantic, 1 = instance (None = instance for all).
+            feature_ensemble: the N rows are N prompts for ONE query; the query half of the attention output
+                is averaged over them in every block (official semantics).
+
+        Returns:
+            pred ``[N, 3, H, W]`` in ImageNet-normalised space. With ``feature_ensemble`` all rows carry the
+            same query half. Never wrapped in no_grad: prompt tuning backpropagates through it.
+        """
+        return self.forward_decoder(self.forward_features(imgs, tgts, bool_masked_pos, seg_type,
+                                                          feature_ensemble))
+
+    # ------------------------------------------------------------------ patch helpers
+    def patchify(self, x: torch.Tensor) -> torch.Tensor:
+        """``[N, C, H, W]`` -> ``[N, L, p*p*C]`` with (row, col, channel) order inside each patch."""
+        p = self.patch_size
+        n, c, h, w = x.shape
+        x = x.reshape(n, c, h // p, p, w // p, p)
+        return torch.einsum("nchpwq->nhwpqc", x).reshape(n, (h // p) * (w // p), p * p * c)
+
+    def unpatchify(self, x: torch.Tensor, channels: int = 3) -> torch.Tensor:
+        """Inverse of :meth:`patchify` on this model's canvas grid."""
+        p = self.patch_size
+        hp, wp = self.grid_size
+        x = x.reshape(x.shape[0], hp, wp, p, p, channels)
+        return torch.einsum("nhwpqc->nchpwq", x).reshape(x.shape[0], channels, hp * p, wp * p)
+
+    def query_mask(self, device: torch.device | str | None = None) -> torch.Tensor:
+        """``[1, L]`` bool: True on the query (bottom) half of the patch grid, as the official engine."""
+        m = torch.zeros(1, self.num_patches, dtype=torch.bool, device=device)
+        m[:, self.num_patches // 2 :] = True
+        return m
+
+    def extra_repr(self) -> str:
+        return (f"img_size={self.img_size}, patch={self.patch_size}, merge_index={self.merge_index}, "
+                f"feature_layers={self.feature_layers}")

@@ -1,0 +1,146 @@
+"""Strict, safe checkpoint loading with readable errors; the converter tool."""
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from painter_seg import build_model
+from painter_seg.checkpoint import (
+    CheckpointMismatchError,
+    hf_to_original,
+    load_checkpoint,
+    original_to_hf,
+    read_state_dict,
+    save_checkpoint,
+)
+from painter_seg.errors import CheckpointError
+from tests.conftest import REPO
+
+
+@pytest.fixture()
+def tiny_sd(tiny_model):
+    return {k: v.clone() for k, v in tiny_model.state_dict().items()}
+
+
+def _fresh():
+    return build_model("seggpt_tiny", pretrained=False)
+
+
+def test_renamed_key_is_reported(tiny_sd, tmp_path):
+    tiny_sd["blocks.0.attn.qkv.weightX"] = tiny_sd.pop("blocks.0.attn.qkv.weight")
+    path = save_checkpoint(tiny_sd, tmp_path / "renamed.pth", layout="original")
+    with pytest.raises(CheckpointMismatchError) as e:
+        load_checkpoint(_fresh(), path, model_name="seggpt_tiny")
+    msg = str(e.value)
+    assert msg == (f"{path}: checkpoint does not fit seggpt_tiny: 1 missing (blocks.0.attn.qkv.weight); "
+                   "1 unexpected (blocks.0.attn.qkv.weightX)")
+    assert "\n" not in msg
+
+
+def test_missing_key_is_reported(tiny_sd, tmp_path):
+    del tiny_sd["decoder_pred.3.bias"]
+    path = save_checkpoint(tiny_sd, tmp_path / "missing.safetensors")
+    with pytest.raises(CheckpointMismatchError, match=r"1 missing \(decoder_pred\.3\.bias\)$") as e:
+        load_checkpoint(_fresh(), path)
+    assert e.value.missing == ["decoder_pred.3.bias"] and not e.value.unexpected
+
+
+def test_wrong_shape_is_reported(tiny_sd, tmp_path):
+    tiny_sd["pos_embed"] = torch.zeros(1, 50, 192)
+    path = save_checkpoint(tiny_sd, tmp_path / "shape.pth", layout="original")
+    with pytest.raises(CheckpointMismatchError) as e:
+        load_checkpoint(_fresh(), path)
+    assert str(e.value).endswith("1 mis-shaped (pos_embed: checkpoint [1, 50, 192] vs model [1, 197, 192])")
+
+
+def test_vit_large_checkpoint_into_tiny_model_lists_everything(tmp_path):
+    big = {k: torch.zeros(1) for k in build_model("seggpt_vit_large", pretrained=False).state_dict()}
+    path = tmp_path / "fake_large.pth"
+    torch.save({"model": big}, path)
+    with pytest.raises(CheckpointMismatchError) as e:
+        load_checkpoint(_fresh(), path)
+    assert len(e.value.unexpected) == 354 - 102 and len(e.value.mismatched) == 102
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /tmp/painter_seg_pwned",))
+
+
+def test_pickle_payload_is_refused_and_never_runs(tmp_path):
+    marker = "/tmp/painter_seg_pwned"
+    if os.path.exists(marker):
+        os.remove(marker)
+    path = tmp_path / "evil.pth"
+    torch.save({"model": {"x": torch.zeros(1)}, "evil": _Evil()}, path)
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(_fresh(), path)
+    assert str(e.value).startswith(f"{path}: refused to load: the file holds pickled objects other than tensors")
+    assert not os.path.exists(marker)
+    raw = tmp_path / "raw.pkl"
+    raw.write_bytes(pickle.dumps(_Evil()))
+    with pytest.raises(CheckpointError):
+        read_state_dict(raw)
+    assert not os.path.exists(marker)
+
+
+@pytest.mark.parametrize("content, msg", [(b"", "empty checkpoint file (0 bytes)"),
+                                          (b"not a checkpoint at all", "not a readable")])
+def test_unreadable_files(tmp_path, content, msg):
+    path = tmp_path / "bad.pth"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=re.escape(msg)):
+        read_state_dict(path)
+    with pytest.raises(CheckpointError, match="checkpoint file not found"):
+        read_state_dict(tmp_path / "nope.pth")
+
+
+def test_prefixes_and_wrappers_are_unwrapped(tiny_sd, tmp_path):
+    wrapped = {"state_dict": {f"module._orig_mod.{k}": v for k, v in tiny_sd.items()}, "epoch": 3}
+    torch.save(wrapped, tmp_path / "ddp.pt")
+    model = _fresh()
+    report = load_checkpoint(model, tmp_path / "ddp.pt")
+    assert report.num_tensors == 102
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in tiny_sd.items())
+
+
+def test_key_maps_are_inverse_and_cover_every_key(tiny_sd):
+    hf = original_to_hf(tiny_sd)
+    assert len(hf) == len(tiny_sd)
+    assert all(k.startswith(("model.", "decoder.")) for k in hf)
+    assert hf_to_original(hf).keys() == tiny_sd.keys()
+    bare = {k[len("model."):]: v for k, v in hf.items() if k.startswith("model.")}  # SegGptModel layout
+    assert set(hf_to_original(bare)) == {k for k in tiny_sd if not k.startswith("decoder")}
+
+
+def test_fp16_checkpoint_loads_into_fp32_model(tiny_sd, tmp_path):
+    path = save_checkpoint(tiny_sd, tmp_path / "half.safetensors", dtype=torch.float16, metadata={"a": "b"})
+    sd, meta = read_state_dict(path)
+    assert meta["a"] == "b" and meta["layout"] == "safetensors" and sd["pos_embed"].dtype == torch.float16
+    model = build_model("seggpt_tiny", checkpoint=path)
+    assert model.pos_embed.dtype == torch.float32
+    assert torch.allclose(model.pos_embed, tiny_sd["pos_embed"], atol=1e-3)
+
+
+def test_convert_tool(tiny_sd, tmp_path):
+    src = save_checkpoint(tiny_sd, tmp_path / "orig.pth", layout="original")
+    run = lambda *a: subprocess.run([sys.executable, str(REPO / "tools/convert_checkpoint.py"), *map(str, a)],  # noqa
+                                    capture_output=True, text=True, cwd=REPO)
+    r = run(src, tmp_path / "hf", "--model", "seggpt_tiny")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().endswith("102 tensors, 15,524,035 parameters")
+    assert (tmp_path / "hf" / "model.safetensors").is_file()
+    r = run(tmp_path / "hf", tmp_path / "back.pth")
+    assert r.returncode == 0
+    back = torch.load(tmp_path / "back.pth", weights_only=True)["model"]
+    assert all(torch.equal(back[k], tiny_sd[k]) for k in tiny_sd)
+    r = run(src, src)
+    assert r.returncode == 2 and r.stderr.strip() == f"error: {src}: output would overwrite the input checkpoint"
+    r = run(tmp_path / "missing.pth", tmp_path / "x.pth")
+    assert r.returncode == 2 and "checkpoint file not found" in r.stderr and "Traceback" not in r.stderr
