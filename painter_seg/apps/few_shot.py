@@ -1,0 +1,232 @@
+"""Few-shot segmentation from example pairs: a SAM-style predictor over an in-context strategy.
+
+    seg = FewShotSegmenter(build_model("default"), strategy="feature_ensemble")
+    seg.set_prompts([img_a, img_b], [mask_a, mask_b])        # numpy / PIL in
+    out = seg.predict(query)                                 # numpy out
+    out.labels   # [H, W] int64, the prompt masks' ids, at the query's size
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..codec.canvas import normalize, paint_from_output, resize_color_mask, resize_image, resize_paint
+from ..codec.palette import build_palette, compact_labels, decode_paint, expand_labels, labels_to_colors
+from ..errors import InputError
+from ..model import SegGPT
+from ..strategies import InContextStrategy, build_strategy
+from ..utils.runtime import autocast
+from .prompts import box_to_mask, scribble_to_mask
+
+SEG_TYPES = {"semantic": 0, "instance": 1, 0: 0, 1: 1}
+
+
+@dataclass
+class Prediction:
+    """Result for one query image.
+
+    Attributes:
+        labels: ``[H, W]`` int64 label map at the query's size; ids as in the prompt masks, 0 = background.
+        paint: ``[H, W, 3]`` uint8 RGB: the model's raw painted mask, resized to the query's size.
+        scores: ``[H, W]`` float32 in [0, 1]: confidence of the label chosen at each pixel.
+        colors: ``{id: (r, g, b)}`` the colour each id was painted with.
+    """
+
+    labels: np.ndarray
+    paint: np.ndarray
+    scores: np.ndarray
+    colors: dict[int, tuple[int, int, int]]
+
+    def areas(self) -> dict[int, int]:
+        """Pixel count per foreground id found."""
+        ids, counts = np.unique(self.labels[self.labels > 0], return_counts=True)
+        return {int(i): int(c) for i, c in zip(ids, counts)}
+
+    def mean_scores(self) -> dict[int, float]:
+        """Mean confidence per foreground id found."""
+        return {i: float(self.scores[self.labels == i].mean()) for i in self.areas()}
+
+
+def _as_rgb(image) -> np.ndarray:
+    arr = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=-1)
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        raise InputError(f"image must be [H, W, 3] RGB, got shape {arr.shape}")
+    arr = arr[..., :3]
+    if arr.dtype != np.uint8:
+        arr = np.clip(arr if arr.max() > 1 else arr * 255, 0, 255).astype(np.uint8)
+    return arr
+
+
+def _as_labels(mask) -> np.ndarray:
+    """Label map from a 2-D id/bool array, or a colour mask (distinct colours -> ids 1..K, black = 0)."""
+    arr = np.asarray(mask)
+    if arr.ndim == 3:
+        if np.all(arr[..., :1] == arr[..., :3]):
+            arr = arr[..., 0]
+        else:
+            colors, inv = np.unique(arr[..., :3].reshape(-1, 3), axis=0, return_inverse=True)
+            ids = np.cumsum(np.any(colors != 0, axis=1)) * np.any(colors != 0, axis=1)
+            return ids[inv.reshape(-1)].reshape(arr.shape[:2]).astype(np.int64)
+    if arr.dtype == bool:
+        return arr.astype(np.int64)
+    arr = arr.astype(np.int64)
+    if arr.max(initial=0) == 255 and np.isin(arr, (0, 255)).all():  # 0/255 binary mask
+        arr = arr // 255
+    return arr
+
+
+class FewShotSegmenter:
+    """Segment query images like the given example pairs.
+
+    Args:
+        model: a :class:`SegGPT` (e.g. ``build_model("default")``), shared, never modified.
+        strategy: ``plain`` (1 prompt), ``spatial_ensemble``, ``feature_ensemble``, or a strategy object.
+        seg_type: ``"semantic"`` (same-class regions) or ``"instance"`` (the same object instances).
+        precision: ``fp32`` | ``bf16`` | ``fp16`` autocast for the forward.
+        bg_threshold: foreground pixels whose colour-match score is below this become background.
+        resize_mode: how the painted half is resized back to the query size before decoding
+            (``bilinear``: smooth edges; ``nearest``: the official behaviour).
+        resize_masks: resize a prompt mask whose size differs from its image (else it is an error).
+    """
+
+    def __init__(
+        self,
+        model: SegGPT,
+        strategy: str | InContextStrategy = "plain",
+        seg_type: str | int = "semantic",
+        precision: str = "fp32",
+        bg_threshold: float = 0.0,
+        resize_mode: str = "bilinear",
+        resize_masks: bool = False,
+    ) -> None:
+        self.model = model
+        self.strategy = build_strategy(strategy, model) if isinstance(strategy, str) else strategy
+        if seg_type not in SEG_TYPES:
+            raise InputError(f"seg_type={seg_type}: expected semantic or instance")
+        self.seg_type = SEG_TYPES[seg_type]
+        self.precision = precision
+        self.bg_threshold = bg_threshold
+        self.resize_mode = resize_mode
+        self.resize_masks = resize_masks
+        self.reset()
+
+    # ------------------------------------------------------------------ prompts
+    def reset(self) -> None:
+        """Forget the prompts."""
+        self.strategy.reset()
+        self.ids: np.ndarray | None = None  # original id of compact label k at ids[k - 1]
+        self.palette: np.ndarray | None = None  # [C + 1, 3] colours of compact labels
+
+    @property
+    def is_prompt_set(self) -> bool:
+        return self.ids is not None
+
+    @property
+    def colors(self) -> dict[int, tuple[int, int, int]]:
+        """Colour of each prompt id (as painted)."""
+        if self.ids is None or self.palette is None:
+            return {}
+        return {int(i): tuple(int(c) for c in self.palette[k + 1]) for k, i in enumerate(self.ids)}
+
+    def set_prompts(
+        self,
+        images: Sequence,
+        masks: Sequence | None = None,
+        *,
+        boxes: Sequence[Sequence[float]] | None = None,
+        scribbles: Sequence | None = None,
+        names: Sequence[str] | None = None,
+    ) -> None:
+        """Give K example pairs.
+
+        Args:
+            images: K prompt images, ``[H, W, 3]`` uint8 RGB arrays or PIL images (any sizes).
+            masks: K masks at their image's size: ``[H, W]`` id maps (0 = background; several ids = several
+                classes or instances, segmented in one pass), bool / 0-1 / 0-255 maps, or ``[H, W, 3]``
+                colour masks (distinct colours -> ids). Exactly one of masks, boxes, scribbles.
+            boxes: K boxes ``(x0, y0, x1, y1)``; each becomes a one-object mask (GrabCut inside the box).
+            scribbles: K stroke maps (``[H, W]``, nonzero = strokes of that id), grown into masks.
+            names: optional K names used in error messages (e.g. file names).
+        """
+        given = [x is not None for x in (masks, boxes, scribbles)]
+        if sum(given) != 1:
+            raise InputError("give exactly one of masks, boxes or scribbles for the prompts")
+        imgs = [_as_rgb(im) for im in images]
+        names = list(names) if names is not None else [f"prompt {i}" for i in range(len(imgs))]
+        other = masks if masks is not None else boxes if boxes is not None else scribbles
+        if len(other) != len(imgs):
+            raise InputError(f"{len(imgs)} prompt images but {len(other)} masks/boxes/scribbles")
+        if not imgs:
+            raise InputError("no prompt images given")
+        labels = []
+        for k, (img, name) in enumerate(zip(imgs, names)):
+            if boxes is not None:
+                lab = box_to_mask(img, boxes[k]).astype(np.int64)
+            elif scribbles is not None:
+                lab = scribble_to_mask(img, _as_labels(scribbles[k]))
+            else:
+                lab = _as_labels(masks[k])
+            if lab.shape != img.shape[:2]:
+                if not self.resize_masks:
+                    raise InputError(
+                        f"{name}: mask is {lab.shape[1]}x{lab.shape[0]} but its image is "
+                        f"{img.shape[1]}x{img.shape[0]} (set resize_masks to resize it)")
+                from ..codec.canvas import resize_labels
+
+                lab = resize_labels(lab, img.shape[:2])
+            if lab.min() < 0 or lab.max() > 255:
+                raise InputError(f"{name}: mask ids must be in 0..255, got {lab.min()}..{lab.max()}")
+            if not lab.any():
+                raise InputError(f"{name}: prompt mask is empty (no foreground pixels)")
+            labels.append(lab)
+
+        all_ids = np.unique(np.concatenate([np.unique(lab) for lab in labels]))
+        self.ids = all_ids[all_ids > 0]
+        lut = np.zeros(256, np.int64)
+        lut[self.ids] = np.arange(1, len(self.ids) + 1)
+        self.palette = build_palette(len(self.ids))
+        h, w = self.strategy.half_size
+        p_imgs, p_masks = [], []
+        for img, lab in zip(imgs, labels):
+            p_imgs.append(normalize(resize_image(img, (h, w))))
+            p_masks.append(normalize(resize_color_mask(labels_to_colors(lut[lab], self.palette), (h, w))))
+        to_t = lambda a: torch.from_numpy(np.stack(a).transpose(0, 3, 1, 2)).float()  # noqa: E731
+        self.strategy.set_prompts(to_t(p_imgs), to_t(p_masks), self.seg_type)
+
+    # ------------------------------------------------------------------ prediction
+    def _query_tensor(self, img: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(normalize(resize_image(img, self.strategy.half_size)).transpose(2, 0, 1))
+
+    @torch.inference_mode()
+    def predict_batch(self, images: Sequence, batch_size: int = 4) -> list[Prediction]:
+        """Segment several query images (``[H, W, 3]`` uint8 RGB or PIL); one :class:`Prediction` each."""
+        if not self.is_prompt_set:
+            raise RuntimeError("FewShotSegmenter: call set_prompts(...) before predict")
+        imgs = [_as_rgb(im) for im in images]
+        out: list[Prediction] = []
+        device = self.strategy.device
+        for s in range(0, len(imgs), batch_size):
+            chunk = imgs[s : s + batch_size]
+            q = torch.stack([self._query_tensor(im) for im in chunk]).float()
+            with autocast(device, self.precision):
+                pred = self.strategy.predict_torch(q.to(device))
+            paints = paint_from_output(torch.cat([pred, pred], dim=2).float().cpu())
+            out.extend(self._decode(paint, im.shape[:2]) for paint, im in zip(paints, chunk))
+        return out
+
+    def predict(self, image) -> Prediction:
+        """Segment one query image; see :meth:`predict_batch`."""
+        return self.predict_batch([image])[0]
+
+    def _decode(self, paint: np.ndarray, size: tuple[int, int]) -> Prediction:
+        assert self.palette is not None and self.ids is not None
+        paint = resize_paint(paint, size, mode=self.resize_mode)
+        compact, scores = decode_paint(paint, self.palette, bg_threshold=self.bg_threshold)
+        labels = np.concatenate([[0], self.ids])[compact]
+        return Prediction(labels=labels.astype(np.int64), paint=np.clip(paint + 0.5, 0, 255).astype(np.uint8),
+                          scores=scores.astype(np.float32), colors=self.colors)

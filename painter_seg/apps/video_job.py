@@ -1,0 +1,126 @@
+"""The propagation job behind ``tools/propagate.py``: one video, or many DAVIS sequences sharded by rank."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from ..build import build_model
+from ..errors import InputError
+from ..io.files import atomic_path, ensure_output_dir
+from ..io.images import overlay
+from ..io.masks import load_mask, read_label_png, save_label_png
+from ..io.video import FrameSource, Mp4Writer
+from ..utils.dist import DistInfo
+from ..utils.runtime import resolve_device
+from .video import VideoPropagator, object_colors
+
+log = logging.getLogger(__name__)
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    try:
+        child.resolve().relative_to(parent.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def propagate_video(prop: VideoPropagator, video: Path, first_mask: Path, out_dir: Path,
+                    overwrite: bool = False, write_overlay: bool = True, show_progress: bool = True) -> dict:
+    """Propagate ``first_mask`` (annotating frame 0) through ``video``; write one palette PNG per frame (named
+    after the frame), ``overlay.mp4`` and ``summary.json`` in ``out_dir``. Frames whose PNG already exists are
+    read back instead of predicted (resume) unless ``overwrite``."""
+    if video.is_dir() and _inside(out_dir, video):
+        raise InputError(f"{out_dir}: output dir is inside the input video folder {video}")
+    frames = FrameSource(video)
+    mask = load_mask(first_mask)
+    if mask.labels.shape != frames.size:
+        raise InputError(f"{first_mask}: mask is {mask.labels.shape[1]}x{mask.labels.shape[0]} but the "
+                         f"frames of {video} are {frames.size[1]}x{frames.size[0]}")
+    if mask.labels.max() > 255:
+        raise InputError(f"{first_mask}: object ids above 255 (max {mask.labels.max()})")
+    if not mask.labels.any():
+        raise InputError(f"{first_mask}: first mask has no objects (all background)")
+    out_dir = ensure_output_dir(out_dir)
+    state = prop.init(frames)
+    prop.add_mask(state, 0, mask.labels)
+    palette = object_colors(state.object_ids)
+    if mask.palette is not None:  # keep the user's colours and ids (DAVIS convention)
+        palette[: len(mask.palette)] = np.where(mask.palette.any(axis=1, keepdims=True), mask.palette,
+                                                palette[: len(mask.palette)])
+    known = {}
+    if not overwrite:
+        for i, name in enumerate(frames.names):
+            p = out_dir / f"{name}.png"
+            if p.exists() and i > 0:
+                known[i] = read_label_png(p)
+    writer = Mp4Writer(out_dir / "overlay.mp4", frames.fps, frames.size) if write_overlay else None
+    written, areas, t0 = 0, {}, time.perf_counter()
+    ok = False
+    try:
+        for idx, labels in tqdm(prop.propagate(state, known=known), total=len(frames), desc=video.name,
+                                unit="frame", disable=not show_progress):
+            name = frames.names[idx]
+            if idx not in known:
+                save_label_png(out_dir / f"{name}.png", labels, palette)
+                written += 1
+            areas[name] = {str(i): int((labels == i).sum()) for i in state.object_ids}
+            if writer is not None:
+                writer.write(overlay(state.frames.last_frame, labels, palette))  # the frame just read
+        ok = True
+    finally:
+        if writer is not None:
+            writer.close(keep=ok)
+    secs = time.perf_counter() - t0
+    summary = {
+        "video": str(video), "first_mask": str(first_mask), "frames": len(frames), "written": written,
+        "resumed": len(known), "objects": [int(i) for i in state.object_ids],
+        "context_frames": prop.context_frames, "seconds": round(secs, 2),
+        "fps": round(max(written, 1) / secs, 3) if secs > 0 else None,
+        "object_area_per_frame": areas,
+    }
+    with atomic_path(out_dir / "summary.json") as tmp:
+        Path(tmp).write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def run(cfg: DictConfig) -> int:
+    """Run ``conf/propagate.yaml``: one video (``video``, ``first_mask``) or a DAVIS root (``data=davis``)."""
+    dist = DistInfo.from_env()
+    device = resolve_device(cfg.device)
+    model = build_model(cfg.model, checkpoint=cfg.checkpoint, device=device)
+    prop = VideoPropagator(model, context_frames=cfg.context_frames, seg_type=cfg.seg_type,
+                           precision=cfg.precision, bg_threshold=cfg.bg_threshold)
+    out_root = Path(cfg.output_dir)
+    if cfg.get("data") == "davis":
+        from ..data.folders import davis_sequence, list_davis_sequences
+
+        root = Path(cfg.root)
+        if _inside(out_root, root):
+            raise InputError(f"{out_root}: output dir is inside the input data set {root}")
+        seqs = list(cfg.sequences) if cfg.sequences else list_davis_sequences(root)
+        failures = []
+        for seq in seqs[dist.rank :: dist.world_size]:
+            try:
+                frame_paths, ann_paths = davis_sequence(root, seq)
+                propagate_video(prop, frame_paths[0].parent, ann_paths[0], out_root / seq,
+                                overwrite=cfg.overwrite, write_overlay=cfg.write_overlay)
+            except InputError as e:
+                failures.append(str(e))
+                log.warning("%s", e)
+        for f in failures:
+            print(f"failed: {f}")
+        return 1 if failures else 0
+    if not cfg.video or not cfg.first_mask:
+        raise InputError("give video=<folder of frames | .mp4> and first_mask=<png>")
+    s = propagate_video(prop, Path(cfg.video), Path(cfg.first_mask), out_root, overwrite=cfg.overwrite,
+                        write_overlay=cfg.write_overlay)
+    print(f"{s['frames']} frames ({s['written']} written, {s['resumed']} resumed), objects {s['objects']}, "
+          f"{s['fps']} frames/s -> {out_root}")
+    return 0

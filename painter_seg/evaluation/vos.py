@@ -1,0 +1,280 @@
+"""Evaluate video object segmentation results on disk (DAVIS 2017 semi-supervised protocol).
+
+``evaluate_vos(pred, gt, output_dir)`` reads index PNGs (palette PNGs as written by DAVIS and by
+``painter_seg``'s propagation), scores them with :mod:`painter_seg.evaluation.jf` and writes
+``per_sequence.csv`` and ``summary.json`` into ``output_dir``.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple, Union
+
+import numpy as np
+from PIL import Image
+
+from ..errors import InputError
+from .jf import BOUND_TH, SUMMARY_KEYS, ObjectResult, evaluate_sequence, summarize
+
+PathLike = Union[str, os.PathLike]
+
+CSV_COLUMNS: Tuple[str, ...] = ("sequence", "object") + SUMMARY_KEYS + ("frames",)
+
+__all__ = ["CSV_COLUMNS", "davis_palette", "evaluate_vos", "read_index_mask"]
+
+
+def davis_palette() -> np.ndarray:
+    """The DAVIS / PASCAL VOC colour palette: ``(256, 3)`` uint8, index i -> RGB colour."""
+    pal = np.zeros((256, 3), dtype=np.uint8)
+    for i in range(256):
+        c, rgb = i, [0, 0, 0]
+        for bit in range(8):
+            for ch in range(3):
+                rgb[ch] |= ((c >> ch) & 1) << (7 - bit)
+            c >>= 3
+        pal[i] = rgb
+    return pal
+
+
+def _grey_to_index(grey: np.ndarray) -> np.ndarray:
+    """Interpret a single-channel mask as an index map.
+
+    * only 0 and 255: a binary mask (DAVIS 2016 style), 255 -> object 1;
+    * every value other than 255 below 128: an index map (255 stays void);
+    * anything else (grey levels, anti-aliased edges): threshold at 128 -> object 1.
+    """
+    values = np.unique(grey)
+    if np.all(np.isin(values, (0, 255))):
+        return (grey > 127).astype(np.uint8)
+    rest = values[values != 255]
+    if np.issubdtype(grey.dtype, np.integer) and rest.size and rest.max() < 128 and rest.min() >= 0:
+        return grey.astype(np.uint8)
+    return (grey > 127).astype(np.uint8)
+
+
+def read_index_mask(path: PathLike) -> np.ndarray:
+    """Read a mask PNG as an ``(H, W)`` uint8 index map (0 = background, 255 = void).
+
+    * palette ('P') PNGs: the palette indices;
+    * grey ('L', 'I', 'LA', '1') masks: a binary 0/255 mask (-> object 1), an index map (values
+      below 128, 255 = void), or a soft mask (threshold 128 -> object 1);
+    * RGB(A) masks: grey when the three channels are equal, otherwise colours of the DAVIS palette
+      are mapped back to their indices.
+
+    Raises:
+        InputError: unreadable file, unsupported mode, or an RGB colour outside the DAVIS palette.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode = im.mode
+            arr = np.array(im)
+    except FileNotFoundError:
+        raise InputError(f"{path}: mask not found") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        msg = " ".join(str(exc).split())
+        raise InputError(f"{path}: cannot read mask ({type(exc).__name__}: {msg})") from None
+    if mode in ("P", "PA"):
+        return (arr if arr.ndim == 2 else arr[..., 0]).astype(np.uint8)
+    if mode == "1":
+        return arr.astype(np.uint8)
+    if mode in ("L", "LA", "I", "I;16", "I;16B", "I;16L", "F"):
+        return _grey_to_index(arr if arr.ndim == 2 else arr[..., 0])
+    if mode in ("RGB", "RGBA"):
+        rgb = arr[..., :3]
+        if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
+            return _grey_to_index(rgb[..., 0])
+        rgb64 = rgb.astype(np.int64)
+        code = (rgb64[..., 0] << 16) | (rgb64[..., 1] << 8) | rgb64[..., 2]
+        pal = davis_palette().astype(np.int64)
+        pal_code = (pal[:, 0] << 16) | (pal[:, 1] << 8) | pal[:, 2]
+        lut = {int(c): i for i, c in enumerate(pal_code)}
+        colours, inverse = np.unique(code.ravel(), return_inverse=True)
+        index = np.empty(colours.size, dtype=np.uint8)
+        for j, c in enumerate(colours):
+            if int(c) not in lut:
+                rgb_c = (int(c) >> 16, (int(c) >> 8) & 255, int(c) & 255)
+                raise InputError(
+                    f"{path}: colour {rgb_c} is not a DAVIS palette colour; "
+                    "save index (palette) PNGs"
+                )
+            index[j] = lut[int(c)]
+        return index[inverse].reshape(code.shape)
+    raise InputError(f"{path}: unsupported mask image mode {mode!r}")
+
+
+def _pngs(folder: Path) -> List[Path]:
+    """PNG files directly inside ``folder``, sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".png")
+
+
+def _sequences(root: Path, role: str) -> Tuple[Dict[str, Path], bool]:
+    """Sequence folders under ``root``: ``({name: folder}, single)``; ``single`` when ``root``
+    itself holds the PNGs of one sequence."""
+    if not root.is_dir():
+        raise InputError(f"{root}: {role} folder not found")
+    if _pngs(root):
+        return {root.name: root}, True
+    seqs = {d.name: d for d in sorted(root.iterdir()) if d.is_dir() and _pngs(d)}
+    if not seqs:
+        raise InputError(
+            f"{root}: no PNG masks, nor sequence folders of PNG masks, in this {role} folder"
+        )
+    return seqs, False
+
+
+def _pair_sequences(pred: Path, gt: Path) -> List[Tuple[str, Path, Path]]:
+    """Match ground-truth sequences with prediction folders: ``[(name, pred_dir, gt_dir)]``."""
+    gt_seqs, gt_single = _sequences(gt, "ground-truth")
+    pred_seqs, pred_single = _sequences(pred, "prediction")
+    if pred_single:
+        if gt_single:
+            name = next(iter(gt_seqs))
+            return [(name, pred, gt_seqs[name])]
+        if pred.name not in gt_seqs:
+            raise InputError(
+                f"{pred}: single prediction sequence {pred.name!r} has no ground-truth "
+                f"sequence in {gt}"
+            )
+        return [(pred.name, pred, gt_seqs[pred.name])]
+    pairs = []
+    for name, gt_dir in gt_seqs.items():
+        if name not in pred_seqs:
+            raise InputError(f"{pred / name}: predicted sequence missing (ground truth {gt_dir})")
+        pairs.append((name, pred_seqs[name], gt_dir))
+    return pairs
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies below it (both resolved)."""
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _fmt(value: float) -> str:
+    """CSV number: 6 decimals, ``nan`` for NaN."""
+    return "nan" if math.isnan(value) else f"{value:.6f}"
+
+
+def _evaluate_one(
+    name: str, pred_dir: Path, gt_dir: Path, bound_th: float, ignore_extra_ids: bool
+) -> List[ObjectResult]:
+    """Read one sequence's masks and score it."""
+    gt_paths = _pngs(gt_dir)
+    if len(gt_paths) < 3:
+        raise InputError(
+            f"{gt_dir}: needs at least 3 annotated frames (the first and last are not scored), "
+            f"found {len(gt_paths)}"
+        )
+    scored = gt_paths[1:-1]
+    for g in scored:  # fail fast, before reading anything
+        if not (pred_dir / g.name).is_file():
+            raise InputError(f"{pred_dir / g.name}: predicted frame missing (ground truth {g})")
+    gt_frames = [read_index_mask(g) for g in gt_paths]
+    pred_frames: List[Optional[np.ndarray]] = [None] * len(gt_paths)
+    for t, g in enumerate(scored, start=1):
+        p = pred_dir / g.name
+        pred_frames[t] = read_index_mask(p)
+        if pred_frames[t].shape != gt_frames[t].shape:
+            ph, pw = pred_frames[t].shape
+            gh, gw = gt_frames[t].shape
+            raise InputError(f"{p}: size {pw}x{ph} differs from the ground truth {g} ({gw}x{gh})")
+    names = [str(pred_dir / g.name) for g in gt_paths]
+    results = evaluate_sequence(
+        gt_frames, pred_frames, sequence=name, frame_names=names, bound_th=bound_th,
+        ignore_extra_ids=ignore_extra_ids,
+    )
+    for res in results:
+        res.frames = [g.stem for g in scored]
+    return results
+
+
+def evaluate_vos(
+    pred: PathLike,
+    gt: PathLike,
+    output_dir: PathLike,
+    *,
+    bound_th: float = BOUND_TH,
+    ignore_extra_ids: bool = False,
+) -> Dict[str, object]:
+    """Score predicted VOS masks against ground truth and write the reports.
+
+    Args:
+        pred: predictions: a folder of sequence folders of PNGs, or one sequence folder of PNGs.
+        gt: ground truth in the same form (e.g. DAVIS ``Annotations/480p``); frames are matched by
+            file name; every ground-truth sequence needs a prediction folder, and every scored
+            ground-truth frame (all but the first and the last) a predicted PNG of the same name
+            and size.
+        output_dir: where ``per_sequence.csv`` (one row per sequence and object, plus a ``mean``
+            row per sequence) and ``summary.json`` (the official DAVIS keys, plus
+            ``num_sequences`` and ``num_objects``) are written, atomically; created if needed, must
+            not lie inside ``pred`` or ``gt``.
+        bound_th: boundary tolerance of F (fraction of the image diagonal).
+        ignore_extra_ids: drop predicted ids that the first ground-truth frame does not have,
+            instead of raising (the official tool aborts).
+
+    Returns:
+        the summary written to ``summary.json``.
+
+    Raises:
+        InputError: missing folders, sequences or frames, size mismatches, unreadable masks, or no
+            object to score.
+    """
+    pred, gt, output_dir = Path(pred), Path(gt), Path(output_dir)
+    for folder, role in ((pred, "prediction"), (gt, "ground-truth")):
+        if folder.is_dir() and _inside(output_dir, folder):
+            raise InputError(f"{output_dir}: output folder lies inside the {role} folder {folder}")
+    pairs = _pair_sequences(pred, gt)
+    per_seq: List[Tuple[str, List[ObjectResult]]] = []
+    for name, pred_dir, gt_dir in pairs:
+        per_seq.append((name, _evaluate_one(name, pred_dir, gt_dir, bound_th, ignore_extra_ids)))
+    objects = [o for _, objs in per_seq for o in objs]
+    if not objects:
+        raise InputError(f"{gt}: the first ground-truth frame of every sequence holds no object")
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for name, objs in per_seq:
+        stats = [o.stats() for o in objs]
+        for o, s in zip(objs, stats):
+            values = [_fmt(s[k]) for k in SUMMARY_KEYS]
+            writer.writerow([name, o.object_id] + values + [len(o.frames)])
+        if stats:
+            means = summarize(objs)
+            writer.writerow([name, "mean"] + [_fmt(means[k]) for k in SUMMARY_KEYS]
+                            + [len(objs[0].frames)])
+
+    summary: Dict[str, object] = dict(summarize(objects))
+    summary["num_sequences"] = len(per_seq)
+    summary["num_objects"] = len(objects)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{output_dir}: cannot create output folder ({exc.strerror})") from None
+    _atomic_write(output_dir / "per_sequence.csv", buf.getvalue())
+    text = json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v)
+                       for k, v in summary.items()}, indent=2)
+    _atomic_write(output_dir / "summary.json", text + "\n")
+    return summary

@@ -1,0 +1,138 @@
+"""Optimiser and learning-rate schedule for SegGPT training.
+
+* Parameter groups: no weight decay for biases, norm weights (every tensor with ``ndim <= 1``) and
+  the names in ``model.no_weight_decay()`` (tokens, ``pos_embed``).
+* Optional layer-wise lr decay (ViTDet ``get_vit_lr_decay_rate``, which Painter/SegGPT use): with
+  ``depth`` blocks, block ``i`` gets ``decay ** (depth - i)``, the embeddings (patch embedding,
+  tokens, ``pos_embed``) ``decay ** (depth + 1)``, everything after the blocks (shared norm, decoder)
+  ``1.0``.
+* AdamW over those groups; each group's ``lr`` is ``base_lr * lr_scale``.
+* Linear warm-up then cosine decay, as a per-step :class:`~torch.optim.lr_scheduler.LambdaLR`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import torch
+import torch.nn as nn
+
+__all__ = [
+    "WarmupCosine",
+    "build_optimizer",
+    "build_scheduler",
+    "layer_id",
+    "param_groups",
+]
+
+# Names (first component) that belong to the embedding "layer 0" of layer-wise decay.
+_EMBED_PREFIXES = (
+    "patch_embed", "pos_embed", "mask_token", "segment_token_x", "segment_token_y", "type_token_cls",
+    "type_token_ins", "cls_token",
+)
+
+
+def layer_id(name: str, depth: int) -> int:
+    """Layer index of a parameter for layer-wise lr decay.
+
+    Returns:
+        0 for embeddings, ``i + 1`` for ``blocks.i.*``, ``depth + 1`` for the rest (norm, decoder).
+    """
+    if name.startswith("module."):  # DDP-wrapped names
+        name = name[len("module."):]
+    head = name.split(".", 1)[0]
+    if head in _EMBED_PREFIXES:
+        return 0
+    if head == "blocks":
+        return int(name.split(".")[1]) + 1
+    return depth + 1
+
+
+def param_groups(
+    model: nn.Module,
+    weight_decay: float,
+    layer_decay: float | None = None,
+    no_weight_decay: Iterable[str] | None = None,
+) -> list[dict]:
+    """Split the trainable parameters into AdamW groups.
+
+    Args:
+        model: the (unwrapped) network; ``model.no_weight_decay()`` and ``model.depth`` are used
+            when present.
+        weight_decay: decay of the decayed group.
+        layer_decay: layer-wise lr decay factor in (0, 1], or None for none.
+        no_weight_decay: names exempt from decay; None = ``model.no_weight_decay()``.
+
+    Returns:
+        Groups ``{"params", "weight_decay", "lr_scale", "group_name"}``; frozen parameters are left out.
+    """
+    if no_weight_decay is None:
+        no_weight_decay = model.no_weight_decay() if hasattr(model, "no_weight_decay") else ()
+    skip = set(no_weight_decay)
+    depth = int(getattr(model, "depth", len(getattr(model, "blocks", ()))))
+    if layer_decay is not None and not 0 < layer_decay <= 1:
+        raise ValueError(f"layer_decay must be in (0, 1], got {layer_decay}")
+    groups: dict[str, dict] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        no_decay = p.ndim <= 1 or name.endswith(".bias") or name in skip
+        lid = layer_id(name, depth) if layer_decay is not None else depth + 1
+        scale = 1.0 if layer_decay is None else layer_decay ** (depth + 1 - lid)
+        key = f"layer{lid}_{'no_decay' if no_decay else 'decay'}"
+        if key not in groups:
+            groups[key] = {"params": [], "weight_decay": 0.0 if no_decay else weight_decay,
+                           "lr_scale": scale, "group_name": key}
+        groups[key]["params"].append(p)
+    return [groups[k] for k in sorted(groups, key=lambda k: (int(k[5:].split("_")[0]), k))]
+
+
+def build_optimizer(
+    model: nn.Module,
+    lr: float,
+    weight_decay: float = 0.05,
+    betas: tuple[float, float] = (0.9, 0.999),
+    layer_decay: float | None = None,
+    eps: float = 1e-8,
+) -> torch.optim.AdamW:
+    """AdamW over :func:`param_groups`; each group's lr is ``lr * lr_scale``."""
+    groups = param_groups(model, weight_decay, layer_decay)
+    for g in groups:
+        g["lr"] = lr * g["lr_scale"]
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps)
+
+
+class WarmupCosine:
+    """lr multiplier: linear warm-up to 1 over ``warmup_steps``, then cosine to ``min_lr_ratio``.
+
+    A callable object (not a closure) so that ``LambdaLR.state_dict()`` stores its plain fields.
+
+    Args:
+        warmup_steps: steps of linear warm-up (step ``s < warmup`` gets ``(s + 1) / (warmup + 1)``).
+        total_steps: schedule length; steps beyond it keep ``min_lr_ratio``.
+        min_lr_ratio: final multiplier.
+    """
+
+    def __init__(self, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0) -> None:
+        if total_steps <= 0 or warmup_steps < 0:
+            raise ValueError(f"need total_steps > 0 and warmup_steps >= 0, got {total_steps}, "
+                             f"{warmup_steps}")
+        self.warmup_steps = int(warmup_steps)
+        self.total_steps = int(total_steps)
+        self.min_lr_ratio = float(min_lr_ratio)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / (self.warmup_steps + 1)
+        span = max(self.total_steps - self.warmup_steps, 1)
+        t = min(max(step - self.warmup_steps, 0) / span, 1.0)
+        return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step warm-up + cosine schedule (call ``scheduler.step()`` after each optimiser step)."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, WarmupCosine(warmup_steps, total_steps, min_lr_ratio)
+    )

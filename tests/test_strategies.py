@@ -1,0 +1,80 @@
+"""Strategies over one shared model: equivalences between them, prompt preparation, errors."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from painter_seg.strategies import build_strategy, tile_prompts
+
+
+def _prompts(k: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    imgs = torch.randn(k, 3, 224, 224, generator=g)
+    masks = torch.randn(k, 3, 224, 224, generator=g)
+    return imgs, masks
+
+
+def test_spatial_ensemble_with_one_prompt_equals_plain(tiny_model):
+    imgs, masks = _prompts(1)
+    q = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(3))
+    plain, spatial = build_strategy("plain", tiny_model), build_strategy("spatial_ensemble", tiny_model)
+    plain.set_prompts(imgs, masks, 1)
+    spatial.set_prompts(imgs, masks, 1)
+    with torch.no_grad():
+        assert torch.equal(plain.predict_torch(q), spatial.predict_torch(q))
+
+
+def test_feature_ensemble_of_copies_equals_plain(tiny_model):
+    imgs, masks = _prompts(1)
+    q = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(4))
+    plain, fe = build_strategy("plain", tiny_model), build_strategy("feature_ensemble", tiny_model)
+    plain.set_prompts(imgs, masks, 0)
+    fe.set_prompts(imgs.expand(3, -1, -1, -1), masks.expand(3, -1, -1, -1), 0)
+    with torch.no_grad():
+        assert (plain.predict_torch(q) - fe.predict_torch(q)).abs().max().item() <= 1e-5
+
+
+def test_batched_queries_equal_one_by_one(tiny_model):
+    imgs, masks = _prompts(1)
+    q = torch.randn(3, 3, 224, 224, generator=torch.Generator().manual_seed(5))
+    s = build_strategy("plain", tiny_model)
+    s.set_prompts(imgs, masks, 0)
+    with torch.no_grad():
+        batched = s.predict_torch(q)
+        single = torch.stack([s.predict(x) for x in q])
+    assert (batched - single).abs().max().item() <= 1e-5
+
+
+def test_prompts_are_prepared_once(tiny_model, monkeypatch):
+    s = build_strategy("spatial_ensemble", tiny_model)
+    calls = []
+    orig = s._prepare
+    monkeypatch.setattr(s, "_prepare", lambda p: calls.append(1) or orig(p))
+    s.set_prompts(*_prompts(4), 0)
+    with torch.no_grad():
+        for _ in range(3):
+            s.predict_torch(torch.zeros(1, 3, 224, 224))
+    assert calls == [1]
+
+
+def test_tiling_layout():
+    x = torch.arange(4, dtype=torch.float32).view(4, 1, 1, 1).expand(4, 3, 8, 8).contiguous()
+    grid = tile_prompts(x, 2, "nearest")
+    assert grid.shape == (1, 3, 8, 8)
+    assert grid[0, 0, 0, 0] == 0 and grid[0, 0, 0, 7] == 1 and grid[0, 0, 7, 0] == 2 and grid[0, 0, 7, 7] == 3
+    grid3 = tile_prompts(x[:3], 2, "nearest")  # empty cell = black in pixel space
+    black = -0.485 / 0.229
+    assert abs(grid3[0, 0, 7, 7].item() - black) < 1e-6
+
+
+def test_errors(tiny_model):
+    s = build_strategy("plain", tiny_model)
+    with pytest.raises(RuntimeError, match="call set_prompts"):
+        s.predict_torch(torch.zeros(1, 3, 224, 224))
+    with pytest.raises(ValueError, match="exactly one prompt, got 2"):
+        s.set_prompts(*_prompts(2), 0)
+    with pytest.raises(ValueError, match=r"prompts must be \(224, 224\)"):
+        build_strategy("feature_ensemble", tiny_model).set_prompts(torch.zeros(1, 3, 64, 64),
+                                                                   torch.zeros(1, 3, 64, 64))
+    with pytest.raises(ValueError, match="unknown strategy 'nope'"):
+        build_strategy("nope", tiny_model)

@@ -1,0 +1,317 @@
+"""Training: masks, optimiser groups, in-context samples, the loop, exact resume, DDP, the tool.
+
+Everything runs on CPU with a shrunken seggpt_tiny (3 blocks, width 48, 96 px canvas halves) composed
+from the real ``conf/train.yaml`` plus overrides.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from safetensors.torch import load_file
+from torch.utils.data import default_collate
+
+from painter_seg.codec.canvas import IMAGENET_MEAN, IMAGENET_STD
+from painter_seg.data.in_context import (
+    FolderInContextDataset,
+    InContextRecipe,
+    MixedInContextDataset,
+    SyntheticInContextDataset,
+)
+from painter_seg.training.masking import BlockMaskGenerator, bottom_half_mask, sample_mask
+from painter_seg.training.optim import WarmupCosine, build_optimizer, param_groups
+from painter_seg.training.trainer import CSV_FIELDS, Trainer, train
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = str(REPO / "conf")
+
+# seggpt_tiny shrunk further for CPU tests: same code paths, a fraction of the cost.
+SMALL = [
+    "+experiment=smoke",
+    "model.net.depth=3",
+    "model.net.feature_layers=[2]",
+    "model.net.embed_dim=48",
+    "model.net.num_heads=2",
+    "model.net.img_size=[192,96]",
+    "model.net.decoder_embed_dim=16",
+    "train.batch_size=2",
+    "train.save_every=0",
+    "train.progress=false",
+]
+
+
+def _cfg(tmp_path: Path, *overrides: str):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose("train", overrides=[*SMALL, f"output_dir={tmp_path}", *overrides])
+
+
+def _batch(ds, indices) -> dict[str, torch.Tensor]:
+    return default_collate([ds[i] for i in indices])
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# ------------------------------------------------------------------------------------ masking
+def test_bottom_half_mask():
+    m = bottom_half_mask((6, 3))
+    assert m.dtype == bool and m.shape == (18,)
+    assert not m[:9].any() and m[9:].all()
+    with pytest.raises(ValueError):
+        bottom_half_mask((5, 3))
+
+
+def test_block_masks_deterministic_with_painter_fraction():
+    grid = (56, 28)  # the official canvas grid
+    a = [sample_mask(np.random.default_rng(7), grid, p_half=0.0) for _ in range(2)]
+    assert np.array_equal(a[0], a[1])
+    rng = np.random.default_rng(0)
+    masks = np.stack([sample_mask(rng, grid, p_half=0.0) for _ in range(200)])
+    frac = masks.mean(1)
+    assert masks.shape == (200, 56 * 28) and masks.dtype == bool
+    assert frac.max() <= 0.5 and frac.mean() > 0.48  # at most 784 of 1568, rarely short of it
+    assert 0.3 < masks[:, :784].mean() / masks[:, 784:].mean() < 3  # both halves get masked
+    gen = BlockMaskGenerator(grid, 784, min_num_patches=16, max_num_patches=392)
+    one = gen(np.random.default_rng(1))
+    assert one.sum() <= 784 and np.array_equal(one, gen(np.random.default_rng(1)))
+    halves = [sample_mask(np.random.default_rng(s), grid, p_half=1.0) for s in range(3)]
+    assert all(np.array_equal(h, bottom_half_mask(grid)) for h in halves)
+    rng = np.random.default_rng(3)
+    share = np.mean([np.array_equal(sample_mask(rng, (8, 4), 0.3), bottom_half_mask((8, 4)))
+                     for _ in range(400)])
+    assert 0.22 < share < 0.38
+
+
+# ------------------------------------------------------------------------------------ optimiser
+def test_param_groups_no_decay_and_layer_decay(tiny_model):
+    groups = param_groups(tiny_model, 0.05, layer_decay=0.5)
+    by_param = {id(p): g for g in groups for p in g["params"]}
+    named = dict(tiny_model.named_parameters())
+    assert len(by_param) == len(named)
+    for name in tiny_model.no_weight_decay():
+        assert by_param[id(named[name])]["weight_decay"] == 0.0
+    assert by_param[id(named["blocks.0.norm1.weight"])]["weight_decay"] == 0.0
+    assert by_param[id(named["blocks.0.attn.qkv.bias"])]["weight_decay"] == 0.0
+    assert by_param[id(named["blocks.0.attn.qkv.weight"])]["weight_decay"] == 0.05
+    depth = tiny_model.depth
+    assert by_param[id(named["pos_embed"])]["lr_scale"] == 0.5 ** (depth + 1)
+    assert by_param[id(named["blocks.0.mlp.fc1.weight"])]["lr_scale"] == 0.5 ** depth
+    assert by_param[id(named[f"blocks.{depth - 1}.mlp.fc1.weight"])]["lr_scale"] == 0.5
+    assert by_param[id(named["decoder_embed.weight"])]["lr_scale"] == 1.0
+    opt = build_optimizer(tiny_model, 1e-3, layer_decay=0.5)
+    assert max(g["lr"] for g in opt.param_groups) == pytest.approx(1e-3)
+
+
+def test_warmup_cosine_schedule():
+    f = WarmupCosine(warmup_steps=4, total_steps=14, min_lr_ratio=0.1)
+    vals = [f(s) for s in range(16)]
+    assert vals[0] == pytest.approx(0.2) and vals[3] == pytest.approx(0.8)
+    assert vals[4] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(vals[4:], vals[5:]))
+    assert vals[14] == pytest.approx(0.1) and vals[15] == pytest.approx(0.1)
+
+
+# ------------------------------------------------------------------------------------ data
+def _denorm(x: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    return x * std + mean
+
+
+def test_synthetic_items_deterministic_shaped_normalised():
+    recipe = InContextRecipe(mix_context_p=0.5)
+    ds = SyntheticInContextDataset(20, seed=3, half_size=(64, 48), recipe=recipe)
+    again = SyntheticInContextDataset(20, seed=3, half_size=(64, 48), recipe=recipe)
+    other = SyntheticInContextDataset(20, seed=4, half_size=(64, 48), recipe=recipe)
+    seg_types = set()
+    for i in range(6):
+        a, b = ds[i], again[i]
+        assert set(a) == {"imgs", "tgts", "valid", "seg_type"}
+        assert all(torch.equal(a[k], b[k]) for k in a)
+        assert a["imgs"].shape == a["tgts"].shape == (3, 128, 48)
+        assert a["valid"].shape == (1, 128, 48) and bool((a["valid"] == 1).all())
+        assert a["imgs"].dtype == a["tgts"].dtype == torch.float32
+        assert a["seg_type"].dtype == torch.int64 and a["seg_type"].dim() == 0
+        seg_types.add(int(a["seg_type"]))
+        img = _denorm(a["imgs"])
+        assert img.min() >= -1e-5 and img.max() <= 1 + 1e-5
+        colors = _denorm(a["tgts"]) * 255
+        assert torch.allclose(colors, colors.round(), atol=1e-3)  # exact palette colours
+        top = colors[:, :64].round().reshape(3, -1).T.unique(dim=0)
+        bottom = colors[:, 64:].round().reshape(3, -1).T.unique(dim=0)
+        assert len(top) >= 1 and len(bottom) >= 1
+    assert seg_types <= {0, 1}
+    assert not torch.equal(ds[0]["imgs"], other[0]["imgs"])
+
+
+def test_colour_mapping_shared_between_prompt_and_query():
+    ds = SyntheticInContextDataset(8, seed=0, half_size=(64, 64),
+                                   recipe=InContextRecipe(mix_context_p=0.0, label_subset_p=0.0),
+                                   kinds=["multiclass"])
+    item = ds[1]
+    colors = (_denorm(item["tgts"]) * 255).round().to(torch.int64)
+    top = {tuple(c) for c in colors[:, :64].reshape(3, -1).T.tolist()}
+    bottom = {tuple(c) for c in colors[:, 64:].reshape(3, -1).T.tolist()}
+    assert (0, 0, 0) in top and len(top) >= 3  # background + >= 2 classes
+    assert len(top & bottom) >= 2  # the same colours mean the same classes
+
+
+def test_folder_dataset_pairs_within_group(tmp_path):
+    from PIL import Image
+
+    groups = {}
+    for g in ("a", "b"):
+        pairs = []
+        for k in range(4):
+            img = np.full((40, 30, 3), 40 * k, dtype=np.uint8)
+            lab = np.zeros((40, 30), dtype=np.uint8)
+            lab[5:20, 5:15] = 1
+            Image.fromarray(img).save(tmp_path / f"{g}{k}.jpg")
+            Image.fromarray(lab, mode="L").save(tmp_path / f"{g}{k}.png")
+            pairs.append((tmp_path / f"{g}{k}.jpg", tmp_path / f"{g}{k}.png"))
+        groups[g] = pairs
+    ds = FolderInContextDataset(groups, length=10, seed=1, half_size=(32, 32), seg_type=1,
+                                window=1, recipe={"mix_context_p": 0.5})
+    item = ds[3]
+    assert item["imgs"].shape == (3, 64, 32) and int(item["seg_type"]) == 1
+    assert all(torch.equal(item[k], ds[3][k]) for k in item)
+    rng = np.random.default_rng(0)
+    for q in range(4):
+        partners = {ds._partner(rng, 4, q) for _ in range(50)}
+        assert partners <= {q - 1, q + 1} - {-1, 4} and partners
+    mixed = MixedInContextDataset([ds, SyntheticInContextDataset(4, 0, (32, 32))], [1, 1], 6)
+    assert mixed[2]["imgs"].shape == (3, 64, 32)
+
+
+def test_folder_dataset_on_davis(shared_data):
+    root = shared_data / "davis2016"
+    if not root.is_dir():
+        pytest.skip("davis2016 not present")
+    ds = FolderInContextDataset.from_folder(root, half_size=(48, 48), length=4, max_side=240)
+    assert ds.seg_type == 1 and ds.window == 10
+    item = ds[0]
+    assert item["imgs"].shape == (3, 96, 48) and int(item["seg_type"]) == 1
+
+
+# ------------------------------------------------------------------------------------ the loop
+def test_one_step_lowers_loss_on_fixed_batch(tmp_path):
+    trainer = Trainer(_cfg(tmp_path, "train.lr=2e-3", "train.warmup_steps=0", "train.p_half_mask=1"))
+    batch = _batch(trainer.dataset, [0, 1])
+    mask = trainer.masks_for(0, 0, 2)
+    with torch.no_grad():
+        before = trainer.compute_loss(batch, mask).item()
+    loss, norm = trainer.train_step([batch])
+    assert loss.item() == pytest.approx(before, rel=1e-5) and torch.isfinite(norm)
+    with torch.no_grad():
+        after = trainer.compute_loss(batch, mask).item()
+    assert after < before
+
+
+def test_every_parameter_gets_a_gradient(tmp_path):
+    trainer = Trainer(_cfg(tmp_path, "train.p_half_mask=0"))
+    batch = _batch(trainer.dataset, [2, 3])
+    batch["seg_type"] = torch.tensor([0, 1])  # both type tokens in play
+    trainer.compute_loss(batch, trainer.masks_for(0, 0, 2)).backward()
+    for name, p in trainer.net.named_parameters():
+        assert p.grad is not None, name
+        assert torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+
+
+def test_resume_reproduces_uninterrupted_run(tmp_path):
+    common = ["train.max_steps=6", "train.warmup_steps=2", "data.length=6", "train.log_every=1",
+              "model.net.drop_path_rate=0.2", "train.accum_steps=1"]
+    full = train(_cfg(tmp_path / "full", *common))
+    first = train(_cfg(tmp_path / "split", *common, "train.stop_after_steps=2"))
+    assert first["stopped"] == "stop_after_steps" and first["step"] == 2
+    state = torch.load(tmp_path / "split" / "last.pt", map_location="cpu", weights_only=True)
+    assert state["step"] == 2 and state["batch_in_epoch"] == 2  # stopped mid-epoch (3 per epoch)
+    rest = train(_cfg(tmp_path / "split", *common, "resume=true"))
+    assert rest["resumed_from"] and rest["step"] == 6
+    assert sorted(rest["losses"]) == [3, 4, 5, 6]
+    for s in range(1, 7):
+        got = first["losses"].get(s, rest["losses"].get(s))
+        assert got == full["losses"][s], s  # bit-exact, step for step
+    rows_full = _read_csv(tmp_path / "full" / "train_log.csv")
+    rows_split = _read_csv(tmp_path / "split" / "train_log.csv")
+    assert list(rows_full[0]) == list(CSV_FIELDS)
+    assert [r["loss"] for r in rows_full] == [r["loss"] for r in rows_split]
+    assert [r["step"] for r in rows_split] == [str(s) for s in range(1, 7)]
+    wa = load_file(str(tmp_path / "full" / "model.safetensors"))
+    wb = load_file(str(tmp_path / "split" / "model.safetensors"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    summary = json.loads((tmp_path / "split" / "summary.json").read_text())
+    assert summary["step"] == 6 and "losses" not in summary
+
+
+def test_wall_clock_budget_stops_and_saves(tmp_path):
+    out = train(_cfg(tmp_path, "train.max_steps=50", "train.max_minutes=1e-9", "data.length=8"))
+    assert out["stopped"] == "max_minutes" and out["step"] == 1
+    assert (tmp_path / "last.pt").is_file() and (tmp_path / "model.safetensors").is_file()
+
+
+def test_saved_weights_load_with_build_model(tmp_path):
+    from painter_seg import build_model
+
+    cfg = _cfg(tmp_path, "train.max_steps=1", "data.length=2")
+    train(cfg)
+    model = build_model(cfg.model, checkpoint=tmp_path / "model.safetensors")
+    ref = load_file(str(tmp_path / "model.safetensors"))
+    assert all(torch.equal(v, ref[k]) for k, v in model.state_dict().items())
+
+
+def test_configs_compose(tmp_path):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        tiny = compose("train", overrides=["+experiment=tiny_synthetic"])
+        fold = compose("train", overrides=["data=folders_train", "data.sets.folders.root=/x"])
+    assert tiny.model.name == "seggpt_tiny" and tiny.train.max_steps > 1000
+    assert fold.data.sets.folders.weight == 1.0 and fold.data.sets.synthetic.weight == 0.0
+    assert fold.data.recipe.mix_context_p == tiny.data.recipe.mix_context_p
+
+
+# ------------------------------------------------------------------------------------ processes
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+def test_torchrun_two_processes_keep_identical_weights(tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+           f"--master_port={_free_port()}", "tools/train.py", *SMALL, "train.max_steps=3",
+           "data.length=8", f"output_dir={out}", "debug_fingerprints=true"]
+    res = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["global_batch"] == 4 and summary["step"] == 3
+    fps = summary["rank_fingerprints"]
+    assert len(fps) == 2 and fps[0] == fps[1]
+    assert len(_read_csv(out / "train_log.csv")) == 3  # written once, by rank 0
+
+
+def test_tool_reports_bad_input_in_one_line(tmp_path):
+    cmd = [sys.executable, "tools/train.py", *SMALL, f"output_dir={tmp_path / 'o'}",
+           f"init_checkpoint={tmp_path / 'missing.pth'}"]
+    res = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "missing.pth" in lines[0]
