@@ -1,11 +1,13 @@
 """Training: masks, optimiser groups, in-context samples, the loop, exact resume, DDP, the tool.
 
-Everything runs on CPU with a shrunken seggpt_tiny (3 blocks, width 48, 96 px canvas halves) composed
-from the real ``conf/train.yaml`` plus overrides.
+Everything runs on CPU with a shrunken seggpt_tiny (3 blocks, width 48, 96 px canvas halves)
+composed from the real ``conf/train.yaml`` plus overrides.
 """
+
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
 import socket
@@ -88,8 +90,12 @@ def test_block_masks_deterministic_with_painter_fraction():
     halves = [sample_mask(np.random.default_rng(s), grid, p_half=1.0) for s in range(3)]
     assert all(np.array_equal(h, bottom_half_mask(grid)) for h in halves)
     rng = np.random.default_rng(3)
-    share = np.mean([np.array_equal(sample_mask(rng, (8, 4), 0.3), bottom_half_mask((8, 4)))
-                     for _ in range(400)])
+    share = np.mean(
+        [
+            np.array_equal(sample_mask(rng, (8, 4), 0.3), bottom_half_mask((8, 4)))
+            for _ in range(400)
+        ]
+    )
     assert 0.22 < share < 0.38
 
 
@@ -106,7 +112,7 @@ def test_param_groups_no_decay_and_layer_decay(tiny_model):
     assert by_param[id(named["blocks.0.attn.qkv.weight"])]["weight_decay"] == 0.05
     depth = tiny_model.depth
     assert by_param[id(named["pos_embed"])]["lr_scale"] == 0.5 ** (depth + 1)
-    assert by_param[id(named["blocks.0.mlp.fc1.weight"])]["lr_scale"] == 0.5 ** depth
+    assert by_param[id(named["blocks.0.mlp.fc1.weight"])]["lr_scale"] == 0.5**depth
     assert by_param[id(named[f"blocks.{depth - 1}.mlp.fc1.weight"])]["lr_scale"] == 0.5
     assert by_param[id(named["decoder_embed.weight"])]["lr_scale"] == 1.0
     opt = build_optimizer(tiny_model, 1e-3, layer_decay=0.5)
@@ -118,7 +124,7 @@ def test_warmup_cosine_schedule():
     vals = [f(s) for s in range(16)]
     assert vals[0] == pytest.approx(0.2) and vals[3] == pytest.approx(0.8)
     assert vals[4] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(vals[4:], vals[5:]))
+    assert all(a >= b for a, b in itertools.pairwise(vals[4:]))
     assert vals[14] == pytest.approx(0.1) and vals[15] == pytest.approx(0.1)
 
 
@@ -156,9 +162,13 @@ def test_synthetic_items_deterministic_shaped_normalised():
 
 
 def test_colour_mapping_shared_between_prompt_and_query():
-    ds = SyntheticInContextDataset(8, seed=0, half_size=(64, 64),
-                                   recipe=InContextRecipe(mix_context_p=0.0, label_subset_p=0.0),
-                                   kinds=["multiclass"])
+    ds = SyntheticInContextDataset(
+        8,
+        seed=0,
+        half_size=(64, 64),
+        recipe=InContextRecipe(mix_context_p=0.0, label_subset_p=0.0),
+        kinds=["multiclass"],
+    )
     item = ds[1]
     colors = (_denorm(item["tgts"]) * 255).round().to(torch.int64)
     top = {tuple(c) for c in colors[:, :64].reshape(3, -1).T.tolist()}
@@ -181,8 +191,15 @@ def test_folder_dataset_pairs_within_group(tmp_path):
             Image.fromarray(lab, mode="L").save(tmp_path / f"{g}{k}.png")
             pairs.append((tmp_path / f"{g}{k}.jpg", tmp_path / f"{g}{k}.png"))
         groups[g] = pairs
-    ds = FolderInContextDataset(groups, length=10, seed=1, half_size=(32, 32), seg_type=1,
-                                window=1, recipe={"mix_context_p": 0.5})
+    ds = FolderInContextDataset(
+        groups,
+        length=10,
+        seed=1,
+        half_size=(32, 32),
+        seg_type=1,
+        window=1,
+        recipe={"mix_context_p": 0.5},
+    )
     item = ds[3]
     assert item["imgs"].shape == (3, 64, 32) and int(item["seg_type"]) == 1
     assert all(torch.equal(item[k], ds[3][k]) for k in item)
@@ -206,7 +223,9 @@ def test_folder_dataset_on_davis(shared_data):
 
 # ------------------------------------------------------------------------------------ the loop
 def test_one_step_lowers_loss_on_fixed_batch(tmp_path):
-    trainer = Trainer(_cfg(tmp_path, "train.lr=2e-3", "train.warmup_steps=0", "train.p_half_mask=1"))
+    trainer = Trainer(
+        _cfg(tmp_path, "train.lr=2e-3", "train.warmup_steps=0", "train.p_half_mask=1")
+    )
     batch = _batch(trainer.dataset, [0, 1])
     mask = trainer.masks_for(0, 0, 2)
     with torch.no_grad():
@@ -230,8 +249,14 @@ def test_every_parameter_gets_a_gradient(tmp_path):
 
 
 def test_resume_reproduces_uninterrupted_run(tmp_path):
-    common = ["train.max_steps=6", "train.warmup_steps=2", "data.length=6", "train.log_every=1",
-              "model.net.drop_path_rate=0.2", "train.accum_steps=1"]
+    common = [
+        "train.max_steps=6",
+        "train.warmup_steps=2",
+        "data.length=6",
+        "train.log_every=1",
+        "model.net.drop_path_rate=0.2",
+        "train.accum_steps=1",
+    ]
     full = train(_cfg(tmp_path / "full", *common))
     first = train(_cfg(tmp_path / "split", *common, "train.stop_after_steps=2"))
     assert first["stopped"] == "stop_after_steps" and first["step"] == 2
@@ -296,10 +321,22 @@ def _env() -> dict[str, str]:
 
 def test_torchrun_two_processes_keep_identical_weights(tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-           f"--master_port={_free_port()}", "tools/train.py", *SMALL, "train.max_steps=3",
-           "data.length=8", f"output_dir={out}", "debug_fingerprints=true"]
-    res = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=240)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={_free_port()}",
+        "tools/train.py",
+        *SMALL,
+        "train.max_steps=3",
+        "data.length=8",
+        f"output_dir={out}",
+        "debug_fingerprints=true",
+    ]
+    res = subprocess.run(
+        cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=240, check=False
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["global_batch"] == 4 and summary["step"] == 3
@@ -309,9 +346,16 @@ def test_torchrun_two_processes_keep_identical_weights(tmp_path):
 
 
 def test_tool_reports_bad_input_in_one_line(tmp_path):
-    cmd = [sys.executable, "tools/train.py", *SMALL, f"output_dir={tmp_path / 'o'}",
-           f"init_checkpoint={tmp_path / 'missing.pth'}"]
-    res = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
+    cmd = [
+        sys.executable,
+        "tools/train.py",
+        *SMALL,
+        f"output_dir={tmp_path / 'o'}",
+        f"init_checkpoint={tmp_path / 'missing.pth'}",
+    ]
+    res = subprocess.run(
+        cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120, check=False
+    )
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "missing.pth" in lines[0]

@@ -10,6 +10,7 @@
 Writes train_log.csv, last.pt, model.safetensors and summary.json to output_dir.
 Exit code: 0 done, 2 bad arguments or inputs (one line on stderr).
 """
+
 from __future__ import annotations
 
 import sys

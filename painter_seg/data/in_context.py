@@ -4,9 +4,9 @@ A sample is two views that share a context (the same class, the same object, or 
 of one image), stacked prompt over query. The recipe follows the SegGPT paper (seggpt_facts §4.1,
 §4.3) and Painter's data pipeline:
 
-1. **Paired augmentation.** Each (image, label map) gets one random resized crop and horizontal flip,
-   applied identically to the image and to its labels (bicubic for images, nearest for labels);
-   colour jitter touches the image only.
+1. **Paired augmentation.** Each (image, label map) gets one random resized crop and horizontal
+   flip, applied identically to the image and to its labels (bicubic for images, nearest for
+   labels); colour jitter touches the image only.
 2. **Mix-context** (probability ``mix_context_p``). Each half is instead a grid of 2-4 augmented
    views of the same context (all painted with one colour mapping), randomly cropped and resized
    back to the half size.
@@ -17,18 +17,21 @@ of one image), stacked prompt over query. The recipe follows the SegGPT paper (s
 4. **Canvas.** Images and colour masks are ImageNet-normalised and stacked prompt over query, with a
    ``valid`` map that is 0 on ignored pixels.
 
-Every sample is a pure function of ``(seed, index)``: workers, epochs and resumption do not change it.
+Every sample is a pure function of ``(seed, index)``: workers, epochs and resumption do not change
+it.
 Datasets return ``{"imgs": [3, 2h, w], "tgts": [3, 2h, w], "valid": [1, 2h, w], "seg_type": int64}``
 (float32, ImageNet-normalised; ``seg_type`` 0 = semantic, 1 = instance).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -98,9 +101,10 @@ class InContextRecipe:
     ignore_index: int | None = None
 
     @classmethod
-    def from_dict(cls, cfg: Mapping[str, Any] | None, base: "InContextRecipe | None" = None
-                  ) -> "InContextRecipe":
-        """A recipe from a (possibly partial) mapping, on top of ``base`` (default: the defaults)."""
+    def from_dict(
+        cls, cfg: Mapping[str, Any] | None, base: InContextRecipe | None = None
+    ) -> InContextRecipe:
+        """A recipe from a (possibly partial) mapping on top of ``base`` (default: the defaults)."""
         base = base or cls()
         if not cfg:
             return base
@@ -135,17 +139,17 @@ def random_resized_crop_box(
     for _ in range(10):
         target = area * rng.uniform(scale[0], scale[1])
         aspect = math.exp(rng.uniform(*log_ratio))
-        w = int(round(math.sqrt(target * aspect)))
-        h = int(round(math.sqrt(target / aspect)))
+        w = round(math.sqrt(target * aspect))
+        h = round(math.sqrt(target / aspect))
         if 0 < w <= width and 0 < h <= height:
             top = int(rng.integers(0, height - h + 1))
             left = int(rng.integers(0, width - w + 1))
             return top, left, h, w
     in_ratio = width / height
     if in_ratio < min(ratio):
-        w, h = width, int(round(width / min(ratio)))
+        w, h = width, round(width / min(ratio))
     elif in_ratio > max(ratio):
-        h, w = height, int(round(height * max(ratio)))
+        h, w = height, round(height * max(ratio))
     else:
         w, h = width, height
     return (height - h) // 2, (width - w) // 2, h, w
@@ -153,8 +157,9 @@ def random_resized_crop_box(
 
 def _resize_u8(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """PIL bicubic resize of a uint8 ``[H, W, 3]`` image, kept uint8 HWC."""
-    return np.asarray(Image.fromarray(np.ascontiguousarray(img)).resize((size[1], size[0]),
-                                                                         Image.BICUBIC))
+    return np.asarray(
+        Image.fromarray(np.ascontiguousarray(img)).resize((size[1], size[0]), Image.BICUBIC)
+    )
 
 
 def _to_float_chw(img: np.ndarray) -> np.ndarray:
@@ -182,8 +187,8 @@ def _crop_flip_resize(
         raise InputError(f"image {img.shape[:2]} and mask {labels.shape} sizes differ")
     top, left, h, w = random_resized_crop_box(rng, labels.shape, scale, ratio)
     flip = rng.random() < hflip_p
-    out = _resize_u8(img[top:top + h, left:left + w], size)
-    lab = resize_labels(labels[top:top + h, left:left + w], size)
+    out = _resize_u8(img[top : top + h, left : left + w], size)
+    lab = resize_labels(labels[top : top + h, left : left + w], size)
     if flip:
         out, lab = out[:, ::-1], lab[:, ::-1]
     return out, lab
@@ -208,8 +213,10 @@ def color_jitter(rng: np.random.Generator, img: np.ndarray, recipe: InContextRec
     """
     if rng.random() >= recipe.jitter_p:
         return img
-    factors = [np.float32(rng.uniform(max(0.0, 1 - s), 1 + s))
-               for s in (recipe.brightness, recipe.contrast, recipe.saturation)]
+    factors = [
+        np.float32(rng.uniform(max(0.0, 1 - s), 1 + s))
+        for s in (recipe.brightness, recipe.contrast, recipe.saturation)
+    ]
     for op in rng.permutation(3):
         f = factors[op]
         if op == 0:  # brightness
@@ -240,8 +247,9 @@ def augment_view(
     Returns:
         ``(float32 [3, h, w] RGB in [0, 1], int [h, w] ids)``.
     """
-    img, lab = _crop_flip_resize(rng, pair[0], pair[1], size, recipe.scale, recipe.ratio,
-                                 recipe.hflip_p)
+    img, lab = _crop_flip_resize(
+        rng, pair[0], pair[1], size, recipe.scale, recipe.ratio, recipe.hflip_p
+    )
     return color_jitter(rng, _to_float_chw(img), recipe), lab
 
 
@@ -259,9 +267,9 @@ def mix_context_view(
 ) -> tuple[np.ndarray, np.ndarray]:
     """A mix-context half: 2-4 augmented views stitched in a grid, randomly cropped and resized.
 
-    Each view is cropped/flipped/resized to ``size`` and placed in a ``1 x n``, ``n x 1`` or ``2 x 2``
-    grid; a random crop of ``recipe.mix_crop_scale`` of the grid's area (aspect between the grid's
-    and the half's) is resized back to ``size`` and jittered.
+    Each view is cropped/flipped/resized to ``size`` and placed in a ``1 x n``, ``n x 1`` or
+    ``2 x 2`` grid; a random crop of ``recipe.mix_crop_scale`` of the grid's area (aspect between
+    the grid's and the half's) is resized back to ``size`` and jittered.
 
     Returns:
         ``(float32 [3, h, w] in [0, 1], int [h, w])`` like :func:`augment_view`.
@@ -271,19 +279,21 @@ def mix_context_view(
         raise ValueError(f"mix-context stitches 2..4 views, got {n}")
     rows, cols = _grid_shape(rng, n)
     h, w = size
-    cells = [_crop_flip_resize(rng, p[0], p[1], size, recipe.scale, recipe.ratio, recipe.hflip_p)
-             for p in pairs]
+    cells = [
+        _crop_flip_resize(rng, p[0], p[1], size, recipe.scale, recipe.ratio, recipe.hflip_p)
+        for p in pairs
+    ]
     grid_img = np.zeros((rows * h, cols * w, 3), dtype=np.uint8)
     grid_lab = np.zeros((rows * h, cols * w), dtype=cells[0][1].dtype)
     for k, (ci, cl) in enumerate(cells):
         r, c = divmod(k, cols)
-        grid_img[r * h:(r + 1) * h, c * w:(c + 1) * w] = ci
-        grid_lab[r * h:(r + 1) * h, c * w:(c + 1) * w] = cl
+        grid_img[r * h : (r + 1) * h, c * w : (c + 1) * w] = ci
+        grid_lab[r * h : (r + 1) * h, c * w : (c + 1) * w] = cl
     a_half, a_grid = w / h, cols * w / (rows * h)
     ratio = (min(a_half, a_grid) * recipe.ratio[0], max(a_half, a_grid) * recipe.ratio[1])
     top, left, ch, cw = random_resized_crop_box(rng, grid_lab.shape, recipe.mix_crop_scale, ratio)
-    img = _to_float_chw(_resize_u8(grid_img[top:top + ch, left:left + cw], size))
-    lab = resize_labels(grid_lab[top:top + ch, left:left + cw], size)
+    img = _to_float_chw(_resize_u8(grid_img[top : top + ch, left : left + cw], size))
+    lab = resize_labels(grid_lab[top : top + ch, left : left + cw], size)
     return color_jitter(rng, img, recipe), lab
 
 
@@ -301,14 +311,16 @@ def colorize_pair(
     keeps a colour (the rest become background).
 
     Returns:
-        ``(prompt_rows, query_rows, palette)``: int64 ``[h, w]`` palette rows and uint8 ``[K + 1, 3]``
-        colours, so that ``palette[prompt_rows]`` is the prompt's colour mask.
+        ``(prompt_rows, query_rows, palette)``: int64 ``[h, w]`` palette rows and uint8
+        ``[K + 1, 3]`` colours, so that ``palette[prompt_rows]`` is the prompt's colour mask.
     """
     lo = int(min(prompt_labels.min(), query_labels.min()))
     hi = int(max(prompt_labels.max(), query_labels.max()))
     if lo >= 0 and hi < 1 << 16:  # small ids: counting is much cheaper than sorting
-        ids = np.flatnonzero(np.bincount(prompt_labels.reshape(-1), minlength=hi + 1)
-                             + np.bincount(query_labels.reshape(-1), minlength=hi + 1))
+        ids = np.flatnonzero(
+            np.bincount(prompt_labels.reshape(-1), minlength=hi + 1)
+            + np.bincount(query_labels.reshape(-1), minlength=hi + 1)
+        )
     else:
         ids = np.unique(np.concatenate([prompt_labels.reshape(-1), query_labels.reshape(-1)]))
     ids = ids[ids != 0]
@@ -393,6 +405,7 @@ def make_sample(
     Returns:
         See :func:`make_canvas`.
     """
+
     def half(views: Sequence[LabeledImage]) -> tuple[np.ndarray, np.ndarray]:
         if len(views) == 1:
             return augment_view(rng, views[0], size, recipe)
@@ -434,9 +447,10 @@ def _synthetic_config(cfg: SyntheticConfig | Mapping[str, Any] | None) -> Synthe
     unknown = sorted(set(cfg) - names)
     if unknown:
         raise InputError(f"unknown episode_cfg keys {unknown}; known: {', '.join(sorted(names))}")
-    vals = {k: tuple(v) if isinstance(v, (list, tuple)) else (dict(v) if isinstance(v, Mapping)
-                                                                else v)
-            for k, v in dict(cfg).items()}
+    vals = {
+        k: tuple(v) if isinstance(v, (list, tuple)) else (dict(v) if isinstance(v, Mapping) else v)
+        for k, v in dict(cfg).items()
+    }
     out = dataclasses.replace(SyntheticConfig(), **vals)
     try:
         out.validate()
@@ -477,7 +491,9 @@ class SyntheticInContextDataset(Dataset):
         self.length = int(length)
         self.seed = int(seed)
         self.half_size = _half_size(half_size)
-        self.recipe = recipe if isinstance(recipe, InContextRecipe) else InContextRecipe.from_dict(recipe)
+        self.recipe = (
+            recipe if isinstance(recipe, InContextRecipe) else InContextRecipe.from_dict(recipe)
+        )
         self.kinds = list(kinds) if kinds else None
         self.episode_size = _half_size(episode_size) if episode_size else self.half_size
         self.episode_cfg = _synthetic_config(episode_cfg)
@@ -493,17 +509,23 @@ class SyntheticInContextDataset(Dataset):
         if rng.random() < self.recipe.mix_context_p:
             n = int(rng.integers(self.recipe.mix_context_n[0], self.recipe.mix_context_n[1] + 1))
         same_image = n == 1 and rng.random() < self.recipe.same_image_p
-        ep = generate_episode(int(rng.integers(0, 2**31 - 1)), kind=kind,
-                              num_shots=max(2 * n - 1, 1), size=self.episode_size,
-                              cfg=self.episode_cfg)
+        ep = generate_episode(
+            int(rng.integers(0, 2**31 - 1)),
+            kind=kind,
+            num_shots=max(2 * n - 1, 1),
+            size=self.episode_size,
+            cfg=self.episode_cfg,
+        )
         views = [(np.asarray(i), np.asarray(lab)) for i, lab in ep.prompts] + [
-            (np.asarray(ep.query[0]), np.asarray(ep.query[1]))]
+            (np.asarray(ep.query[0]), np.asarray(ep.query[1]))
+        ]
         if same_image:
             prompt_views, query_views = views[-1:], views[-1:]
         else:
             prompt_views, query_views = views[:n], views[-n:]
-        return make_sample(rng, prompt_views, query_views, self.half_size, int(ep.seg_type),
-                           self.recipe)
+        return make_sample(
+            rng, prompt_views, query_views, self.half_size, int(ep.seg_type), self.recipe
+        )
 
 
 class FolderInContextDataset(Dataset):
@@ -544,7 +566,9 @@ class FolderInContextDataset(Dataset):
         self.length = int(length) if length else total
         self.seed = int(seed)
         self.half_size = _half_size(half_size)
-        self.recipe = recipe if isinstance(recipe, InContextRecipe) else InContextRecipe.from_dict(recipe)
+        self.recipe = (
+            recipe if isinstance(recipe, InContextRecipe) else InContextRecipe.from_dict(recipe)
+        )
         if seg_type not in (0, 1):
             raise InputError(f"seg_type must be 0 (semantic) or 1 (instance), got {seg_type}")
         self.seg_type = int(seg_type)
@@ -571,7 +595,7 @@ class FolderInContextDataset(Dataset):
         return img, lab
 
     def _partner(self, rng: np.random.Generator, n: int, q: int) -> int:
-        """Index of a prompt pair for query ``q`` in a group of ``n`` (another one when possible)."""
+        """Index of a prompt pair for query ``q`` in a group of ``n`` (another one if possible)."""
         lo, hi = 0, n - 1
         if self.window is not None:
             lo, hi = max(0, q - self.window), min(n - 1, q + self.window)
@@ -598,8 +622,9 @@ class FolderInContextDataset(Dataset):
             cache = {k: self._load(pairs[k]) for k in set(picks)}
             views = [cache[k] for k in picks]
             prompt_views, query_views = views[n:], views[:n]
-        return make_sample(rng, prompt_views, query_views, self.half_size, self.seg_type,
-                           self.recipe)
+        return make_sample(
+            rng, prompt_views, query_views, self.half_size, self.seg_type, self.recipe
+        )
 
     @classmethod
     def from_folder(
@@ -609,7 +634,7 @@ class FolderInContextDataset(Dataset):
         seg_type: int | None = None,
         window: int | None = None,
         **kwargs: Any,
-    ) -> "FolderInContextDataset":
+    ) -> FolderInContextDataset:
         """Read a folder data set (:func:`~painter_seg.data.folders.load_fewshot_folder` layouts).
 
         A ``davis`` layout (one group per sequence) defaults to ``seg_type=1`` and ``window=10``;
@@ -624,8 +649,12 @@ class FolderInContextDataset(Dataset):
             layout = detect_layout(root)
         groups = load_fewshot_folder(root, layout)
         video = layout == "davis"
-        return cls(groups, seg_type=(1 if video else 0) if seg_type is None else seg_type,
-                   window=(10 if video else None) if window is None else window, **kwargs)
+        return cls(
+            groups,
+            seg_type=(1 if video else 0) if seg_type is None else seg_type,
+            window=(10 if video else None) if window is None else window,
+            **kwargs,
+        )
 
 
 def folder_in_context_dataset(root: str | os.PathLike, **kwargs: Any) -> FolderInContextDataset:
@@ -634,8 +663,8 @@ def folder_in_context_dataset(root: str | os.PathLike, **kwargs: Any) -> FolderI
 
 
 class MixedInContextDataset(Dataset):
-    """Several datasets mixed by weight: item ``i`` picks a dataset (by weight) and one of its items,
-    both drawn from ``(seed, i)``, so the mix is as deterministic as its parts.
+    """Several datasets mixed by weight: item ``i`` picks a dataset (by weight) and one of its
+    items, both drawn from ``(seed, i)``, so the mix is as deterministic as its parts.
 
     Args:
         datasets: the parts.
@@ -644,13 +673,16 @@ class MixedInContextDataset(Dataset):
         seed: mixing seed.
     """
 
-    def __init__(self, datasets: Sequence[Dataset], weights: Sequence[float], length: int,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, datasets: Sequence[Dataset], weights: Sequence[float], length: int, seed: int = 0
+    ) -> None:
         if len(datasets) != len(weights) or not datasets:
             raise InputError("need as many weights as datasets, and at least one dataset")
         w = np.asarray(weights, dtype=np.float64)
         if (w < 0).any() or w.sum() <= 0:
-            raise InputError(f"dataset weights must be >= 0 with a positive sum, got {list(weights)}")
+            raise InputError(
+                f"dataset weights must be >= 0 with a positive sum, got {list(weights)}"
+            )
         self.datasets = list(datasets)
         self.cum = np.cumsum(w / w.sum())
         self.length = int(length)
@@ -701,8 +733,11 @@ def build_train_dataset(
         set_recipe = InContextRecipe.from_dict(set_cfg.pop("recipe", None), base=recipe)
         set_cfg.setdefault("length", length)
         sub_seed = int(np.random.SeedSequence([int(seed), k]).generate_state(1)[0])
-        parts.append(get_method(target)(half_size=tuple(half_size), seed=sub_seed,
-                                        recipe=set_recipe, **set_cfg))
+        parts.append(
+            get_method(target)(
+                half_size=tuple(half_size), seed=sub_seed, recipe=set_recipe, **set_cfg
+            )
+        )
         weights.append(weight)
     if not parts:
         raise InputError("data.sets: no dataset with a positive weight")

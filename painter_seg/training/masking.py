@@ -9,15 +9,16 @@ patches only. Painter mixes two masks (seggpt_facts §4.3):
 * a BEiT-style **block-wise** mask over the whole canvas, about 50% of the patches in rectangular
   blocks of 16 .. ``max_num_patches`` patches (Painter: 784 of 1568 on the 56 x 28 grid).
 
-Every function takes an explicit :class:`numpy.random.Generator`, so a mask is a pure function of the
-generator's state (resumable training draws it from ``default_rng([seed, step, rank, ...])``).
+Every function takes an explicit :class:`numpy.random.Generator`, so a mask is a pure function of
+the generator's state (resumable training draws it from ``default_rng([seed, step, rank, ...])``).
 Masks are flat boolean arrays ``[Hp * Wp]`` in row-major order over the patch grid, as the model's
 ``bool_masked_pos`` expects (True = hidden).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -44,18 +45,18 @@ def bottom_half_mask(grid: Sequence[int]) -> np.ndarray:
     if hp % 2:
         raise ValueError(f"grid height {hp} must be even (prompt half over query half)")
     mask = np.zeros(hp * wp, dtype=bool)
-    mask[hp * wp // 2:] = True
+    mask[hp * wp // 2 :] = True
     return mask
 
 
 class BlockMaskGenerator:
     """Block-wise masking (BEiT / Painter ``MaskingGenerator``) with an explicit random generator.
 
-    Rectangles of ``min_num_patches`` .. ``max_num_patches`` patches with log-uniform aspect ratio in
-    ``[min_aspect, 1 / min_aspect]`` are hidden until ``num_masking_patches`` patches are covered
+    Rectangles of ``min_num_patches`` .. ``max_num_patches`` patches with log-uniform aspect ratio
+    in ``[min_aspect, 1 / min_aspect]`` are hidden until ``num_masking_patches`` patches are covered
     (a rectangle may overlap earlier ones; only newly covered patches count, and a rectangle that
-    would overshoot the target is rejected). Like the original, it stops early when ten draws in a row
-    add nothing, so the count can fall a little short of the target; it never exceeds it.
+    would overshoot the target is rejected). Like the original, it stops early when ten draws in a
+    row add nothing, so the count can fall a little short of the target; it never exceeds it.
 
     Args:
         grid: the patch grid ``(Hp, Wp)``.
@@ -76,34 +77,41 @@ class BlockMaskGenerator:
         self.height, self.width = _grid(grid)
         self.num_patches = self.height * self.width
         if not 0 <= num_masking_patches <= self.num_patches:
-            raise ValueError(f"num_masking_patches must be in 0..{self.num_patches}, got "
-                             f"{num_masking_patches}")
+            raise ValueError(
+                f"num_masking_patches must be in 0..{self.num_patches}, got {num_masking_patches}"
+            )
         if not 0 < min_aspect <= 1:
             raise ValueError(f"min_aspect must be in (0, 1], got {min_aspect}")
         self.num_masking_patches = int(num_masking_patches)
         self.min_num_patches = int(min_num_patches)
-        self.max_num_patches = int(num_masking_patches if max_num_patches is None else max_num_patches)
+        self.max_num_patches = int(
+            num_masking_patches if max_num_patches is None else max_num_patches
+        )
         if self.min_num_patches < 1 or self.max_num_patches < self.min_num_patches:
-            raise ValueError(f"need 1 <= min_num_patches <= max_num_patches, got "
-                             f"{self.min_num_patches}, {self.max_num_patches}")
+            raise ValueError(
+                f"need 1 <= min_num_patches <= max_num_patches, got "
+                f"{self.min_num_patches}, {self.max_num_patches}"
+            )
         self.log_aspect = (math.log(min_aspect), math.log(1.0 / min_aspect))
 
     def __repr__(self) -> str:
-        return (f"BlockMaskGenerator(grid=({self.height}, {self.width}), "
-                f"num_masking_patches={self.num_masking_patches}, blocks={self.min_num_patches}.."
-                f"{self.max_num_patches}, aspect={math.exp(self.log_aspect[0]):.2f}..)")
+        return (
+            f"BlockMaskGenerator(grid=({self.height}, {self.width}), "
+            f"num_masking_patches={self.num_masking_patches}, blocks={self.min_num_patches}.."
+            f"{self.max_num_patches}, aspect={math.exp(self.log_aspect[0]):.2f}..)"
+        )
 
     def _add_block(self, mask: np.ndarray, budget: int, rng: np.random.Generator) -> int:
-        """Try (up to 10 times) to hide one rectangle adding 1..budget new patches; returns how many."""
+        """Try (10 times at most) to hide a block adding 1..budget new patches; return the count."""
         for _ in range(10):
             area = rng.uniform(self.min_num_patches, max(budget, self.min_num_patches))
             aspect = math.exp(rng.uniform(*self.log_aspect))
-            h = int(round(math.sqrt(area * aspect)))
-            w = int(round(math.sqrt(area / aspect)))
+            h = round(math.sqrt(area * aspect))
+            w = round(math.sqrt(area / aspect))
             if 0 < h < self.height and 0 < w < self.width:
                 top = int(rng.integers(0, self.height - h + 1))
                 left = int(rng.integers(0, self.width - w + 1))
-                block = mask[top:top + h, left:left + w]
+                block = mask[top : top + h, left : left + w]
                 new = h * w - int(block.sum())
                 if 0 < new <= budget:
                     block[...] = True
@@ -156,7 +164,7 @@ def sample_mask(
     if rng.random() < p_half:
         return bottom_half_mask((hp, wp))
     n = hp * wp
-    num = int(round(mask_ratio * n))
+    num = round(mask_ratio * n)
     if num <= 0:
         return np.zeros(n, dtype=bool)
     lo = min(min_num_patches, num)

@@ -4,18 +4,19 @@
   the names in ``model.no_weight_decay()`` (tokens, ``pos_embed``).
 * Optional layer-wise lr decay (ViTDet ``get_vit_lr_decay_rate``, which Painter/SegGPT use): with
   ``depth`` blocks, block ``i`` gets ``decay ** (depth - i)``, the embeddings (patch embedding,
-  tokens, ``pos_embed``) ``decay ** (depth + 1)``, everything after the blocks (shared norm, decoder)
-  ``1.0``.
+  tokens, ``pos_embed``) ``decay ** (depth + 1)``, everything after the blocks (shared norm,
+  decoder) ``1.0``.
 * AdamW over those groups; each group's ``lr`` is ``base_lr * lr_scale``.
 * Linear warm-up then cosine decay, as a per-step :class:`~torch.optim.lr_scheduler.LambdaLR`.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 __all__ = [
     "WarmupCosine",
@@ -27,8 +28,14 @@ __all__ = [
 
 # Names (first component) that belong to the embedding "layer 0" of layer-wise decay.
 _EMBED_PREFIXES = (
-    "patch_embed", "pos_embed", "mask_token", "segment_token_x", "segment_token_y", "type_token_cls",
-    "type_token_ins", "cls_token",
+    "patch_embed",
+    "pos_embed",
+    "mask_token",
+    "segment_token_x",
+    "segment_token_y",
+    "type_token_cls",
+    "type_token_ins",
+    "cls_token",
 )
 
 
@@ -38,8 +45,7 @@ def layer_id(name: str, depth: int) -> int:
     Returns:
         0 for embeddings, ``i + 1`` for ``blocks.i.*``, ``depth + 1`` for the rest (norm, decoder).
     """
-    if name.startswith("module."):  # DDP-wrapped names
-        name = name[len("module."):]
+    name = name.removeprefix("module.")  # DDP-wrapped names
     head = name.split(".", 1)[0]
     if head in _EMBED_PREFIXES:
         return 0
@@ -64,7 +70,8 @@ def param_groups(
         no_weight_decay: names exempt from decay; None = ``model.no_weight_decay()``.
 
     Returns:
-        Groups ``{"params", "weight_decay", "lr_scale", "group_name"}``; frozen parameters are left out.
+        Groups ``{"params", "weight_decay", "lr_scale", "group_name"}``; frozen parameters are
+        left out.
     """
     if no_weight_decay is None:
         no_weight_decay = model.no_weight_decay() if hasattr(model, "no_weight_decay") else ()
@@ -81,8 +88,12 @@ def param_groups(
         scale = 1.0 if layer_decay is None else layer_decay ** (depth + 1 - lid)
         key = f"layer{lid}_{'no_decay' if no_decay else 'decay'}"
         if key not in groups:
-            groups[key] = {"params": [], "weight_decay": 0.0 if no_decay else weight_decay,
-                           "lr_scale": scale, "group_name": key}
+            groups[key] = {
+                "params": [],
+                "weight_decay": 0.0 if no_decay else weight_decay,
+                "lr_scale": scale,
+                "group_name": key,
+            }
         groups[key]["params"].append(p)
     return [groups[k] for k in sorted(groups, key=lambda k: (int(k[5:].split("_")[0]), k))]
 
@@ -115,8 +126,9 @@ class WarmupCosine:
 
     def __init__(self, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0) -> None:
         if total_steps <= 0 or warmup_steps < 0:
-            raise ValueError(f"need total_steps > 0 and warmup_steps >= 0, got {total_steps}, "
-                             f"{warmup_steps}")
+            raise ValueError(
+                f"need total_steps > 0 and warmup_steps >= 0, got {total_steps}, {warmup_steps}"
+            )
         self.warmup_steps = int(warmup_steps)
         self.total_steps = int(total_steps)
         self.min_lr_ratio = float(min_lr_ratio)

@@ -2,20 +2,22 @@
 
 ``train(cfg)`` (config: ``conf/train.yaml``) builds the model with
 :func:`painter_seg.build.build_model` (random init, or ``init_checkpoint`` to fine-tune, e.g. the
-official ViT-L), the dataset from ``cfg.data`` (:func:`painter_seg.data.in_context.build_train_dataset`),
-AdamW with optional layer-wise lr decay and a warm-up + cosine schedule
+official ViT-L), the dataset from ``cfg.data``
+(:func:`painter_seg.data.in_context.build_train_dataset`), AdamW with optional layer-wise lr
+decay and a warm-up + cosine schedule
 (:mod:`painter_seg.training.optim`), and runs optimiser steps of the masked smooth-L1 loss with
 Painter's masks (:mod:`painter_seg.training.masking`).
 
 Outputs in ``cfg.output_dir`` (rank 0 only):
 
-* ``train_log.csv``: ``step,epoch,loss,lr,grad_norm,samples_per_s,elapsed_s`` every ``log_every`` steps
-  (loss and grad norm averaged over the window and over ranks; samples over all ranks);
-* ``last.pt``: everything needed to continue exactly (model, optimiser, scheduler, grad scaler, step,
-  epoch, position in the epoch, RNG states of every rank), plain tensors/containers only, so it loads
-  with ``torch.load(weights_only=True)``; written atomically every ``save_every`` steps and at the end;
-* ``model.safetensors``: the weights alone (:func:`painter_seg.checkpoint.save_checkpoint`), loadable
-  with ``build_model(..., checkpoint=...)``;
+* ``train_log.csv``: ``step,epoch,loss,lr,grad_norm,samples_per_s,elapsed_s`` every ``log_every``
+  steps (loss and grad norm averaged over the window and over ranks; samples over all ranks);
+* ``last.pt``: everything needed to continue exactly (model, optimiser, scheduler, grad scaler,
+  step, epoch, position in the epoch, RNG states of every rank), plain tensors/containers only, so
+  it loads with ``torch.load(weights_only=True)``; written atomically every ``save_every`` steps
+  and at the end;
+* ``model.safetensors``: the weights alone (:func:`painter_seg.checkpoint.save_checkpoint`),
+  loadable with ``build_model(..., checkpoint=...)``;
 * ``summary.json``: what happened (steps, stop reason, final loss, throughput, paths).
 
 Exact resumption: every sample is a pure function of ``(data seed, index)``, the visiting order a
@@ -23,10 +25,11 @@ pure function of ``(seed, epoch)`` (skipping what an interrupted epoch already c
 masks a pure function of ``(seed, step, rank, micro-batch)``, and the global RNGs are restored; so
 ``resume=true`` reproduces the uninterrupted loss curve step for step (same hardware and threads).
 
-Distributed: under ``torchrun`` (``RANK``/``WORLD_SIZE``/``LOCAL_RANK``) the process group is created
-(nccl on CUDA, gloo on CPU), the model wrapped in DDP and the data sharded by a
+Distributed: under ``torchrun`` (``RANK``/``WORLD_SIZE``/``LOCAL_RANK``) the process group is
+created (nccl on CUDA, gloo on CPU), the model wrapped in DDP and the data sharded by a
 :class:`~torch.utils.data.DistributedSampler`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -38,16 +41,17 @@ import math
 import os
 import random
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn as nn
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
@@ -96,7 +100,7 @@ class SeededRandomSampler(Sampler[int]):
 
 
 class ResumableSampler(Sampler[int]):
-    """Wraps a sampler with ``set_epoch`` and can start an epoch part-way (after ``start`` indices)."""
+    """Wraps a sampler with ``set_epoch``; can start an epoch part-way (after ``start`` indices)."""
 
     def __init__(self, base: Sampler[int]) -> None:
         self.base = base
@@ -121,10 +125,17 @@ def _rng_state() -> dict[str, Any]:
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
-        "python": {"version": int(py_version), "state": torch.tensor(py_state, dtype=torch.int64),
-                   "gauss": py_gauss},
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": {
+            "version": int(py_version),
+            "state": torch.tensor(py_state, dtype=torch.int64),
+            "gauss": py_gauss,
+        },
     }
 
 
@@ -133,8 +144,15 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     if state.get("cuda") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
     n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
+    np.random.set_state(
+        (
+            "MT19937",
+            n["keys"].numpy().astype(np.uint32),
+            n["pos"],
+            n["has_gauss"],
+            n["cached_gaussian"],
+        )
+    )
     p = state["python"]
     random.setstate((p["version"], tuple(int(v) for v in p["state"].tolist()), p["gauss"]))
 
@@ -170,8 +188,8 @@ class Trainer:
         model: the network (DDP-wrapped when distributed); :attr:`net` is the bare module.
         dataset / sampler / loader: the data pipeline.
         optimizer / scheduler / scaler: optimisation state.
-        step / epoch / batch_in_epoch: optimiser steps done, current epoch, micro-batches of the current
-            epoch already consumed.
+        step / epoch / batch_in_epoch: optimiser steps done, current epoch, micro-batches of the
+            current epoch already consumed.
         elapsed_s: training wall time, accumulated over resumptions.
         history: ``{step: loss}`` of the steps run by this process (rank-averaged).
     """
@@ -189,9 +207,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup
     def _init_distributed(self) -> None:
-        self.rank = int(os.environ.get("RANK", 0))
-        self.world_size = int(os.environ.get("WORLD_SIZE", 1))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         self.distributed = self.world_size > 1
         device = str(self.cfg.get("device", "auto"))
         if self.distributed and device in ("auto", "cuda") and torch.cuda.is_available():
@@ -220,15 +238,22 @@ class Trainer:
         # model: identical init on every rank (DDP also broadcasts rank 0's weights)
         _seed_all(self.seed)
         init = cfg.get("init_checkpoint")
-        self.net = build_model(cfg.model, checkpoint=str(init) if init else None, device=self.device,
-                               pretrained=False, strict=bool(cfg.get("init_strict", True)))
+        self.net = build_model(
+            cfg.model,
+            checkpoint=str(init) if init else None,
+            device=self.device,
+            pretrained=False,
+            strict=bool(cfg.get("init_strict", True)),
+        )
         self.net.train()
         self.model_name = str(cfg.model.get("name", "model"))
         self.model: nn.Module = self.net
         if self.distributed:
             self.model = DistributedDataParallel(
-                self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=bool(t.get("ddp_find_unused_parameters", False)))
+                self.net,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=bool(t.get("ddp_find_unused_parameters", False)),
+            )
         _seed_all(self.seed + 1000 * self.rank)  # per-rank stream (drop path) from here on
 
         # data
@@ -236,11 +261,18 @@ class Trainer:
         try:
             self.dataset: Dataset = build_train_dataset(cfg.data, self.half_size, self.seed)
         except MissingMandatoryValue as e:
-            raise InputError(f"missing required config value {e.full_key} (set it on the command "
-                             "line)") from e
+            raise InputError(
+                f"missing required config value {e.full_key} (set it on the command line)"
+            ) from e
         if self.distributed:
-            base: Sampler[int] = DistributedSampler(self.dataset, self.world_size, self.rank,
-                                                    shuffle=True, seed=self.seed, drop_last=True)
+            base: Sampler[int] = DistributedSampler(
+                self.dataset,
+                self.world_size,
+                self.rank,
+                shuffle=True,
+                seed=self.seed,
+                drop_last=True,
+            )
         else:
             base = SeededRandomSampler(len(self.dataset), self.seed)
         self.sampler = ResumableSampler(base)
@@ -249,11 +281,17 @@ class Trainer:
         if self.steps_per_epoch < 1:
             raise InputError(
                 f"data.length={len(self.dataset)} is too small for batch_size={self.batch_size} x "
-                f"accum_steps={self.accum_steps} x {self.world_size} process(es)")
+                f"accum_steps={self.accum_steps} x {self.world_size} process(es)"
+            )
         workers = int(t.get("num_workers", 0))
         self.loader = DataLoader(
-            self.dataset, batch_size=self.batch_size, sampler=self.sampler, num_workers=workers,
-            drop_last=True, pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
+            self.dataset,
+            batch_size=self.batch_size,
+            sampler=self.sampler,
+            num_workers=workers,
+            drop_last=True,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=workers > 0,
             generator=torch.Generator(),  # keeps the loader off the global RNG (exact resume)
         )
 
@@ -269,12 +307,18 @@ class Trainer:
             lr = lr * self.global_batch / float(t.lr_ref_batch)
         self.base_lr = lr
         self.optimizer = build_optimizer(
-            self.net, lr, weight_decay=float(t.weight_decay), betas=tuple(t.get("betas", (0.9, 0.999))),
-            layer_decay=t.get("layer_decay"))
-        self.schedule = WarmupCosine(int(t.get("warmup_steps", 0)), self.max_steps,
-                                     float(t.get("min_lr_ratio", 0.0)))
-        self.scheduler = build_scheduler(self.optimizer, self.schedule.warmup_steps, self.max_steps,
-                                         self.schedule.min_lr_ratio)
+            self.net,
+            lr,
+            weight_decay=float(t.weight_decay),
+            betas=tuple(t.get("betas", (0.9, 0.999))),
+            layer_decay=t.get("layer_decay"),
+        )
+        self.schedule = WarmupCosine(
+            int(t.get("warmup_steps", 0)), self.max_steps, float(t.get("min_lr_ratio", 0.0))
+        )
+        self.scheduler = build_scheduler(
+            self.optimizer, self.schedule.warmup_steps, self.max_steps, self.schedule.min_lr_ratio
+        )
         use_scaler = self.precision == "fp16" and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
         self.autocast = lambda: autocast(self.device, self.precision)
@@ -314,16 +358,21 @@ class Trainer:
         try:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as e:  # corrupt / foreign file
-            raise InputError(f"{path}: not a readable training checkpoint "
-                             f"({' '.join(str(e).split())[:200]})") from e
+            raise InputError(
+                f"{path}: not a readable training checkpoint ({' '.join(str(e).split())[:200]})"
+            ) from e
         if not isinstance(state, dict) or "optimizer" not in state or "model" not in state:
-            raise InputError(f"{path}: not a training checkpoint (use init_checkpoint= for weights)")
+            raise InputError(
+                f"{path}: not a training checkpoint (use init_checkpoint= for weights)"
+            )
         try:
             self.net.load_state_dict(state["model"], strict=True)
             self.optimizer.load_state_dict(state["optimizer"])
         except (RuntimeError, ValueError, KeyError) as e:
-            raise InputError(f"{path}: does not fit the configured model/optimizer "
-                             f"({' '.join(str(e).split())[:300]})") from e
+            raise InputError(
+                f"{path}: does not fit the configured model/optimizer "
+                f"({' '.join(str(e).split())[:300]})"
+            ) from e
         self.scheduler.load_state_dict(state["scheduler"])
         for fn in self.scheduler.lr_lambdas:  # the configured schedule wins (e.g. a longer run)
             fn.__dict__.update(self.schedule.__dict__)
@@ -334,8 +383,13 @@ class Trainer:
         self.elapsed_s = float(state.get("elapsed_s", 0.0))
         rngs = state.get("rng") or []
         if int(state.get("world_size", 1)) != self.world_size:
-            log.warning("%s was written by %s process(es), now %d: data order and RNG streams differ "
-                        "from an uninterrupted run", path, state.get("world_size"), self.world_size)
+            log.warning(
+                "%s was written by %s process(es), now %d: data order and RNG streams differ "
+                "from an uninterrupted run",
+                path,
+                state.get("world_size"),
+                self.world_size,
+            )
             self.batch_in_epoch = min(self.batch_in_epoch, self.micro_per_epoch)
         elif self.rank < len(rngs):
             _set_rng_state(rngs[self.rank])
@@ -343,8 +397,13 @@ class Trainer:
             self.epoch, self.batch_in_epoch = self.epoch + 1, 0
         self.resumed_from = str(path)
         if self.is_main:
-            log.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step, self.epoch,
-                     self.batch_in_epoch)
+            log.info(
+                "resumed from %s at step %d (epoch %d, batch %d)",
+                path,
+                self.step,
+                self.epoch,
+                self.batch_in_epoch,
+            )
 
     def _gather(self, obj: Any) -> list[Any]:
         if not self.distributed:
@@ -373,10 +432,15 @@ class Trainer:
                 "config": OmegaConf.to_yaml(self.cfg, resolve=True),
             }
             _atomic_torch_save(state, self.output_dir / CKPT_NAME)
-            save_checkpoint(self.net.state_dict(), self.output_dir / WEIGHTS_NAME, metadata={
-                "model": self.model_name, "step": str(self.step),
-                "net": json.dumps(_plain(self.cfg.model.net)),
-            })
+            save_checkpoint(
+                self.net.state_dict(),
+                self.output_dir / WEIGHTS_NAME,
+                metadata={
+                    "model": self.model_name,
+                    "step": str(self.step),
+                    "net": json.dumps(_plain(self.cfg.model.net)),
+                },
+            )
         if self.distributed:
             dist.barrier()
 
@@ -385,18 +449,24 @@ class Trainer:
         """Patch masks ``[n, L]`` bool for micro-batch ``micro`` of step ``step`` on this rank."""
         rng = np.random.default_rng([self.seed, 1, step, self.rank, micro])
         t = self.tcfg
-        m = sample_masks(rng, self.net.grid_size, n, float(t.get("p_half_mask", 0.1)),
-                         mask_ratio=float(t.get("mask_ratio", 0.5)),
-                         min_num_patches=int(t.get("min_mask_patches", 16)),
-                         max_num_patches=t.get("max_mask_patches"))
+        m = sample_masks(
+            rng,
+            self.net.grid_size,
+            n,
+            float(t.get("p_half_mask", 0.1)),
+            mask_ratio=float(t.get("mask_ratio", 0.5)),
+            min_num_patches=int(t.get("min_mask_patches", 16)),
+            max_num_patches=t.get("max_mask_patches"),
+        )
         return torch.from_numpy(m)
 
     def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         nb = self.device.type == "cuda"
         return {k: v.to(self.device, non_blocking=nb) for k, v in batch.items()}
 
-    def compute_loss(self, batch: dict[str, torch.Tensor], mask: torch.Tensor,
-                     model: nn.Module | None = None) -> torch.Tensor:
+    def compute_loss(
+        self, batch: dict[str, torch.Tensor], mask: torch.Tensor, model: nn.Module | None = None
+    ) -> torch.Tensor:
         """Masked smooth-L1 of the model on one batch (``imgs``, ``tgts``, ``valid``, ``seg_type``).
 
         Args:
@@ -407,13 +477,21 @@ class Trainer:
         b = self._to_device(batch)
         mask = mask.to(self.device)
         with self.autocast():
-            pred = (model or self.model)(b["imgs"], b["tgts"], bool_masked_pos=mask,
-                                         seg_type=b["seg_type"])
-        return masked_smooth_l1(pred.float(), b["tgts"], mask, self.net.patch_size, valid=b["valid"],
-                                beta=float(self.tcfg.get("loss_beta", 0.01)))
+            pred = (model or self.model)(
+                b["imgs"], b["tgts"], bool_masked_pos=mask, seg_type=b["seg_type"]
+            )
+        return masked_smooth_l1(
+            pred.float(),
+            b["tgts"],
+            mask,
+            self.net.patch_size,
+            valid=b["valid"],
+            beta=float(self.tcfg.get("loss_beta", 0.01)),
+        )
 
-    def train_step(self, micro_batches: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor,
-                                                                                 torch.Tensor]:
+    def train_step(
+        self, micro_batches: list[dict[str, torch.Tensor]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimiser step over ``accum_steps`` micro-batches; returns (mean loss, grad norm)."""
         total = torch.zeros((), device=self.device)
         for j, batch in enumerate(micro_batches):
@@ -422,12 +500,15 @@ class Trainer:
             if self.distributed and not last:
                 sync = self.model.no_sync()
             with sync:
-                loss = self.compute_loss(batch, self.masks_for(self.step, j, batch["imgs"].shape[0]))
+                loss = self.compute_loss(
+                    batch, self.masks_for(self.step, j, batch["imgs"].shape[0])
+                )
                 self.scaler.scale(loss / len(micro_batches)).backward()
             total += loss.detach()
         self.scaler.unscale_(self.optimizer)
-        norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(),
-                                              self.grad_clip if self.grad_clip > 0 else math.inf)
+        norm = torch.nn.utils.clip_grad_norm_(
+            self.net.parameters(), self.grad_clip if self.grad_clip > 0 else math.inf
+        )
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -445,14 +526,14 @@ class Trainer:
             with open(self._csv_path, newline="") as f:
                 rows = [r for r in csv.DictReader(f) if int(r["step"]) <= self.step]
         with open(self._csv_path, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+            w = csv.DictWriter(f, fieldnames=CSV_FIELDS, lineterminator="\n")
             w.writeheader()
             w.writerows(rows)
 
     def _write_row(self, row: dict[str, Any]) -> None:
         if self.is_main:
             with open(self._csv_path, "a", newline="") as f:
-                csv.DictWriter(f, fieldnames=CSV_FIELDS).writerow(row)
+                csv.DictWriter(f, fieldnames=CSV_FIELDS, lineterminator="\n").writerow(row)
 
     def _reduce_mean(self, values: torch.Tensor) -> torch.Tensor:
         if self.distributed:
@@ -465,15 +546,16 @@ class Trainer:
         budget = self.tcfg.get("max_minutes")
         if not budget:
             return False
-        flag = torch.tensor([float(time.monotonic() - start > float(budget) * 60.0)],
-                            device=self.device)
+        flag = torch.tensor(
+            [float(time.monotonic() - start > float(budget) * 60.0)], device=self.device
+        )
         if self.distributed:
             dist.broadcast(flag, 0)
         return bool(flag.item())
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> dict[str, Any]:
-        """Train until ``max_steps`` (or ``stop_after_steps`` / ``max_minutes``); returns the summary."""
+        """Train to ``max_steps`` (or ``stop_after_steps`` / ``max_minutes``); return a summary."""
         from tqdm.auto import tqdm
 
         t = self.tcfg
@@ -484,11 +566,24 @@ class Trainer:
         start_step = self.step
         start = time.monotonic()
         if self.is_main:
-            log.info("training %s on %s: %d process(es), global batch %d, %d steps/epoch, "
-                     "steps %d -> %d", self.model_name, self.device, self.world_size,
-                     self.global_batch, self.steps_per_epoch, self.step, self.max_steps)
-        bar = tqdm(total=self.max_steps, initial=self.step, desc="train", dynamic_ncols=True,
-                   disable=not (self.is_main and bool(t.get("progress", True))))
+            log.info(
+                "training %s on %s: %d process(es), global batch %d, %d steps/epoch, "
+                "steps %d -> %d",
+                self.model_name,
+                self.device,
+                self.world_size,
+                self.global_batch,
+                self.steps_per_epoch,
+                self.step,
+                self.max_steps,
+            )
+        bar = tqdm(
+            total=self.max_steps,
+            initial=self.step,
+            desc="train",
+            dynamic_ncols=True,
+            disable=not (self.is_main and bool(t.get("progress", True))),
+        )
         win_loss: list[torch.Tensor] = []
         win_norm: list[torch.Tensor] = []
         win_t0 = time.monotonic()
@@ -517,8 +612,9 @@ class Trainer:
                 elif not done and self._should_stop_time(start):
                     stopped, done = "max_minutes", True
                 if self.step % log_every == 0 or done:
-                    stats = self._reduce_mean(torch.stack([torch.stack(win_loss),
-                                                           torch.stack(win_norm)]).float())
+                    stats = self._reduce_mean(
+                        torch.stack([torch.stack(win_loss), torch.stack(win_norm)]).float()
+                    )
                     losses, norms = stats[0].tolist(), stats[1].tolist()
                     bad = sum(not math.isfinite(v) for v in losses)
                     if bad:
@@ -530,10 +626,17 @@ class Trainer:
                     rate = len(losses) * self.global_batch / wall
                     rates.append(rate)
                     last_loss = sum(losses) / len(losses)
-                    self._write_row({
-                        "step": self.step, "epoch": self.epoch, "loss": f"{last_loss:.6g}",
-                        "lr": f"{last_lr:.6g}", "grad_norm": f"{sum(norms) / len(norms):.6g}",
-                        "samples_per_s": f"{rate:.4g}", "elapsed_s": f"{self.elapsed_s:.2f}"})
+                    self._write_row(
+                        {
+                            "step": self.step,
+                            "epoch": self.epoch,
+                            "loss": f"{last_loss:.6g}",
+                            "lr": f"{last_lr:.6g}",
+                            "grad_norm": f"{sum(norms) / len(norms):.6g}",
+                            "samples_per_s": f"{rate:.4g}",
+                            "elapsed_s": f"{self.elapsed_s:.2f}",
+                        }
+                    )
                     bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{last_lr:.2e}")
                     win_loss, win_norm = [], []
                     win_t0 = time.monotonic()
@@ -550,8 +653,9 @@ class Trainer:
         self.save()
         return self._finish(stopped, last_loss, rates, start_step)
 
-    def _finish(self, stopped: str, last_loss: float, rates: list[float], start_step: int
-                ) -> dict[str, Any]:
+    def _finish(
+        self, stopped: str, last_loss: float, rates: list[float], start_step: int
+    ) -> dict[str, Any]:
         summary: dict[str, Any] = {
             "model": self.model_name,
             "step": self.step,
@@ -581,8 +685,13 @@ class Trainer:
             tmp = path.with_name(f".{path.name}.tmp")
             tmp.write_text(json.dumps(summary, indent=2))
             os.replace(tmp, path)
-            log.info("done: step %d (%s), loss %.5f, outputs in %s", self.step, stopped, last_loss,
-                     self.output_dir)
+            log.info(
+                "done: step %d (%s), loss %.5f, outputs in %s",
+                self.step,
+                stopped,
+                last_loss,
+                self.output_dir,
+            )
         summary["losses"] = dict(self.history)
         return summary
 

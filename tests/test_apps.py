@@ -1,0 +1,126 @@
+"""Few-shot predictor, segment CLI (files written, bad inputs), video propagator (ids, resume)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from painter_seg.apps.few_shot import FewShotSegmenter
+from painter_seg.apps.video import VideoPropagator
+from painter_seg.data.synthetic import generate_clip, generate_episode
+from tests.conftest import REPO
+
+
+def _episode_files(tmp_path, seed=0):
+    ep = generate_episode(seed, kind="multiclass", size=(96, 128))
+    (img, lab), (q, _) = ep.prompts[0], ep.query
+    Image.fromarray(img).save(tmp_path / "p.png")
+    Image.fromarray(lab.astype(np.uint8)).save(tmp_path / "p_mask.png")
+    tdir = tmp_path / "targets"
+    tdir.mkdir()
+    Image.fromarray(q).save(tdir / "q1.jpg")
+    Image.fromarray(np.ascontiguousarray(q[:, ::-1])).save(tdir / "q2.png")
+    return ep
+
+
+def test_predictor_outputs_target_size_and_prompt_ids(tiny_model):
+    ep = generate_episode(1, kind="multiclass", size=(96, 128))
+    (img, lab), (q, _) = ep.prompts[0], ep.query
+    lab = np.where(lab > 0, lab + 6, 0)  # ids 7.. as a user might have them
+    for strategy in ("plain", "spatial_ensemble", "feature_ensemble"):
+        seg = FewShotSegmenter(tiny_model, strategy=strategy)
+        k = 1 if strategy == "plain" else 2
+        seg.set_prompts([img] * k, [lab] * k)
+        out = seg.predict(q[:80, :100])
+        assert out.labels.shape == (80, 100) and out.paint.shape == (80, 100, 3)
+        assert set(np.unique(out.labels)) <= {0, *np.unique(lab).tolist()}
+        assert out.scores.min() >= 0 and out.scores.max() <= 1
+    with pytest.raises(RuntimeError, match="set_prompts"):
+        FewShotSegmenter(tiny_model).predict(q)
+
+
+def test_box_prompt_becomes_mask(tiny_model):
+    ep = generate_episode(2, kind="instance", size=(96, 96))
+    img = ep.prompts[0][0]
+    seg = FewShotSegmenter(tiny_model)
+    seg.set_prompts([img], boxes=[(10, 10, 60, 70)])
+    assert list(seg.colors) == [1]
+
+
+def _run(*args, cwd=REPO):
+    return subprocess.run([sys.executable, str(REPO / "tools/segment.py"), "model=seggpt_tiny",
+                           "device=cpu", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+
+
+def test_cli_writes_exactly_the_promised_files(tmp_path):
+    _episode_files(tmp_path)
+    out = tmp_path / "out"
+    r = _run(f"prompt.images=[{tmp_path}/p.png]", f"prompt.masks=[{tmp_path}/p_mask.png]",
+             f"targets=[{tmp_path}/targets]", f"output_dir={out}")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [f"{s}_{k}.png" for s in ("q1", "q2") for k in ("mask", "overlay", "paint")] + ["summary.json"])
+    m = Image.open(out / "q1_mask.png")
+    assert m.mode == "P" and m.size == (128, 96)
+    s = json.loads((out / "summary.json").read_text())
+    assert s["num_ok"] == 2 and s["failed"] == []
+
+
+@pytest.mark.parametrize("case, expect", [
+    ("missing_target", "nope.jpg: file not found"),
+    ("empty_target", "empty.png: empty file (0 bytes)"),
+    ("garbage_target", "garbage.png: not a readable image"),
+])
+def test_cli_bad_targets_are_listed_and_batch_goes_on(tmp_path, case, expect):
+    _episode_files(tmp_path)
+    bad = {"missing_target": tmp_path / "nope.jpg", "empty_target": tmp_path / "empty.png",
+           "garbage_target": tmp_path / "garbage.png"}[case]
+    if case == "empty_target":
+        bad.write_bytes(b"")
+    if case == "garbage_target":
+        bad.write_bytes(b"this is not a png")
+    out = tmp_path / "out"
+    r = _run(f"prompt.images=[{tmp_path}/p.png]", f"prompt.masks=[{tmp_path}/p_mask.png]",
+             f"targets=[{tmp_path}/targets,{bad}]", f"output_dir={out}")
+    assert r.returncode == 1
+    s = json.loads((out / "summary.json").read_text())
+    assert s["num_ok"] == 2 and len(s["failed"]) == 1 and expect in s["failed"][0]["error"]
+    assert "Traceback" not in r.stderr
+
+
+def test_cli_bad_prompts_give_one_line_errors(tmp_path):
+    _episode_files(tmp_path)
+    Image.fromarray(np.zeros((96, 128), np.uint8)).save(tmp_path / "empty_mask.png")
+    Image.fromarray(np.ones((50, 50), np.uint8)).save(tmp_path / "small_mask.png")
+    (tmp_path / "afile").write_text("x")
+    cases = [
+        ([f"prompt.masks=[{tmp_path}/empty_mask.png]"], "empty_mask.png: prompt mask is empty"),
+        ([f"prompt.masks=[{tmp_path}/small_mask.png]"], "small_mask.png: mask is 50x50 but its image is 128x96"),
+        ([f"prompt.masks=[{tmp_path}/p_mask.png]", f"output_dir={tmp_path}/afile"], "afile"),
+    ]
+    for args, msg in cases:
+        r = _run(f"prompt.images=[{tmp_path}/p.png]", f"targets=[{tmp_path}/targets]",
+                 *([f"output_dir={tmp_path}/o"] if not any("output_dir" in a for a in args) else []), *args)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and msg in lines[0], r.stderr
+
+
+def test_video_ids_preserved_and_memory_bounded(tiny_model, tmp_path):
+    frames, labels = generate_clip(3, 8, size=(96, 96), num_objects=3, leave_and_return=False)
+    d = tmp_path / "frames"
+    d.mkdir()
+    for i, f in enumerate(frames):
+        Image.fromarray(f).save(d / f"{i:05d}.png")
+    prop = VideoPropagator(tiny_model, context_frames=2)
+    state = prop.init(d)
+    prop.add_mask(state, 0, labels[0])
+    out = list(prop.propagate(state))
+    assert [i for i, _ in out] == list(range(8))
+    assert np.array_equal(out[0][1], labels[0])
+    ids = set(np.unique(labels[0]).tolist())
+    assert all(set(np.unique(lab).tolist()) <= ids for _, lab in out)
+    assert len(state.recent) == 2  # FIFO bounded by K
