@@ -124,3 +124,22 @@ def test_video_ids_preserved_and_memory_bounded(tiny_model, tmp_path):
     ids = set(np.unique(labels[0]).tolist())
     assert all(set(np.unique(lab).tolist()) <= ids for _, lab in out)
     assert len(state.recent) == 2  # FIFO bounded by K
+
+
+def test_evaluate_tool_fewshot_report_with_baselines(tmp_path):
+    root = tmp_path / "fss"
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i in range(3):
+            ep = generate_episode(10 * i + len(c), kind="semantic", size=(64, 64))
+            img, lab = ep.query
+            Image.fromarray(img).save(root / c / f"{i}.jpg")
+            Image.fromarray((lab > 0).astype(np.uint8) * 255).save(root / c / f"{i}.png")
+    r = subprocess.run([sys.executable, str(REPO / "tools/evaluate.py"), "task=fewshot", f"root={root}",
+                        "model=seggpt_tiny", "device=cpu", "episodes_per_class=1",
+                        f"output_dir={tmp_path}/ev"], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((tmp_path / "ev" / "fewshot_report.json").read_text())
+    assert set(rep["rows"]) == {"plain", "baseline_copy_prompt_mask", "baseline_all_foreground"}
+    assert rep["rows"]["plain"]["episodes"] == 2
+    assert all(0 <= row["mIoU"] <= 1 for row in rep["rows"].values())
