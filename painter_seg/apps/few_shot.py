@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..codec.canvas import normalize, paint_from_output, resize_color_mask, resize_image, resize_paint
+from ..codec.canvas import normalize, paint_from_half, resize_color_mask, resize_image, resize_paint
 from ..codec.palette import build_palette, compact_labels, decode_paint, expand_labels, labels_to_colors
 from ..errors import InputError
 from ..model import SegGPT
@@ -215,7 +215,7 @@ class FewShotSegmenter:
             q = torch.stack([self._query_tensor(im) for im in chunk]).float()
             with autocast(device, self.precision):
                 pred = self.strategy.predict_torch(q.to(device))
-            paints = paint_from_output(torch.cat([pred, pred], dim=2).float().cpu())
+            paints = paint_from_half(pred)
             out.extend(self._decode(paint, im.shape[:2]) for paint, im in zip(paints, chunk))
         return out
 

@@ -22,7 +22,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..codec.canvas import normalize, paint_from_output, resize_color_mask, resize_image, resize_paint
+from ..codec.canvas import normalize, paint_from_half, resize_color_mask, resize_image, resize_paint
 from ..codec.palette import build_palette, decode_paint, labels_to_colors
 from ..errors import InputError
 from ..io.video import FrameSource
@@ -153,7 +153,7 @@ class VideoPropagator:
         device = self.strategy.device
         with autocast(device, self.precision):
             pred = self.strategy.predict(self._image_tensor(frame).to(device))
-        paint = paint_from_output(torch.cat([pred, pred], dim=1)[None].float().cpu())[0]
+        paint = paint_from_half(pred[None])[0]
         paint = resize_paint(paint, state.size, mode="bilinear")
         compact, _ = decode_paint(paint, dec_palette, bg_threshold=self.bg_threshold)
         return table[compact]

@@ -252,8 +252,12 @@ def paint_from_output(pred: torch.Tensor) -> np.ndarray:
     """
     if pred.dim() != 4 or pred.shape[1] != 3:
         raise ValueError(f"expected [N, 3, 2h, w], got shape {tuple(pred.shape)}")
-    _, bottom = split(pred.detach().float().cpu())
-    rgb = denormalize_tensor(bottom) * 255.0
+    return paint_from_half(split(pred)[1])
+
+
+def paint_from_half(half: torch.Tensor) -> np.ndarray:
+    """Like :func:`paint_from_output` for already-cut query halves ``[N, 3, h, w]`` (normalised)."""
+    rgb = denormalize_tensor(half.detach().float().cpu()) * 255.0
     return rgb.clamp(0.0, 255.0).permute(0, 2, 3, 1).contiguous().numpy()
 
 
