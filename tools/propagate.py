@@ -8,24 +8,17 @@ DAVIS mode: python tools/propagate.py data=davis root=DAVIS output_dir=out (torc
 """
 from __future__ import annotations
 
-import sys
-
 import hydra
 from omegaconf import DictConfig
 
-from painter_seg.errors import InputError
+from painter_seg.utils.cli import run_job
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="propagate")
 def main(cfg: DictConfig) -> None:
     from painter_seg.apps.video_job import run
 
-    try:
-        code = run(cfg)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        code = 2
-    sys.exit(code)
+    run_job(run, cfg)
 
 
 if __name__ == "__main__":

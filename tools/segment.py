@@ -9,24 +9,17 @@ Exit code: 0 all targets done, 1 some target failed (listed in summary.json), 2 
 """
 from __future__ import annotations
 
-import sys
-
 import hydra
 from omegaconf import DictConfig
 
-from painter_seg.errors import InputError
+from painter_seg.utils.cli import run_job
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="segment")
 def main(cfg: DictConfig) -> None:
     from painter_seg.apps.few_shot_job import run
 
-    try:
-        code = run(cfg)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        code = 2
-    sys.exit(code)
+    run_job(run, cfg)
 
 
 if __name__ == "__main__":
