@@ -13,7 +13,14 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..codec.canvas import normalize, paint_from_half, resize_color_mask, resize_image, resize_paint
+from ..codec.canvas import (
+    normalize,
+    paint_from_half,
+    resize_color_mask,
+    resize_image,
+    resize_labels,
+    resize_paint,
+)
 from ..codec.palette import build_palette, compact_labels, decode_paint, expand_labels, labels_to_colors
 from ..errors import InputError
 from ..model import SegGPT
@@ -176,8 +183,6 @@ class FewShotSegmenter:
                     raise InputError(
                         f"{name}: mask is {lab.shape[1]}x{lab.shape[0]} but its image is "
                         f"{img.shape[1]}x{img.shape[0]} (set resize_masks to resize it)")
-                from ..codec.canvas import resize_labels
-
                 lab = resize_labels(lab, img.shape[:2])
             if lab.min() < 0 or lab.max() > 255:
                 raise InputError(f"{name}: mask ids must be in 0..255, got {lab.min()}..{lab.max()}")

@@ -125,11 +125,7 @@ def run(cfg: DictConfig) -> int:
     if kind == "boxes":
         kwargs["boxes"] = [list(b) for b in p.boxes]
     else:
-        loaded = [load_mask(f) for f in p[kind]]
-        for f, img, m in zip(p[kind], prompt_imgs, loaded):
-            if m.labels.shape != img.shape[:2] and not cfg.resize_masks:
-                raise InputError(f"{f}: mask is {m.labels.shape[1]}x{m.labels.shape[0]} but its image is "
-                                 f"{img.shape[1]}x{img.shape[0]} (set resize_masks=true to resize it)")
+        loaded = [load_mask(f) for f in p[kind]]  # sizes are checked by FewShotSegmenter.set_prompts
         stored_palette = next((m.palette for m in loaded if m.palette is not None), None)
         kwargs[kind] = [m.labels for m in loaded]
 

@@ -22,7 +22,14 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..codec.canvas import normalize, paint_from_half, resize_color_mask, resize_image, resize_paint
+from ..codec.canvas import (
+    normalize,
+    paint_from_half,
+    resize_color_mask,
+    resize_image,
+    resize_labels,
+    resize_paint,
+)
 from ..codec.palette import build_palette, decode_paint, labels_to_colors
 from ..errors import InputError
 from ..io.video import FrameSource
@@ -128,8 +135,6 @@ class VideoPropagator:
         return torch.from_numpy(normalize(resize_image(frame, self.half_size)).transpose(2, 0, 1)).float()
 
     def _small_labels(self, labels: np.ndarray) -> np.ndarray:
-        from ..codec.canvas import resize_labels
-
         return resize_labels(labels, self.half_size)
 
     def _mask_tensor(self, small_labels: np.ndarray, palette: np.ndarray) -> torch.Tensor:
