@@ -1,0 +1,105 @@
+"""tools/segment.py on the unusual inputs users bring: image and mask formats, huge images, odd colours."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from painter_seg.data.synthetic import generate_episode
+from tests.conftest import REPO
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, str(REPO / "tools/segment.py"), "model=seggpt_tiny",
+                           "device=cpu", *map(str, args)], capture_output=True, text=True, cwd=REPO)
+
+
+def _episode(seed=0, size=(96, 128)):
+    ep = generate_episode(seed, kind="multiclass", size=size)
+    return ep.prompts[0], ep.query
+
+
+def test_image_formats_are_all_segmented(tmp_path):
+    """RGBA, 16-bit grey, 8-bit grey and palette targets; a grey prompt image with a 16-bit binary mask."""
+    (p_img, p_lab), (q, _) = _episode()
+    Image.fromarray(p_img).convert("L").save(tmp_path / "p_grey.png")
+    Image.fromarray(((p_lab > 0) * 65535).astype(np.uint16)).save(tmp_path / "p_mask16.png")
+    assert Image.open(tmp_path / "p_mask16.png").mode.startswith("I")
+    t = tmp_path / "targets"
+    t.mkdir()
+    rgba = np.dstack([q, np.full(q.shape[:2], 200, np.uint8)])
+    Image.fromarray(rgba, "RGBA").save(t / "rgba.png")
+    Image.fromarray((q[..., 1].astype(np.uint16) * 257)).save(t / "grey16.png")
+    Image.fromarray(q).convert("L").save(t / "grey8.png")
+    Image.fromarray(q).convert("P", palette=Image.Palette.ADAPTIVE, colors=32).save(t / "pal.png")
+    assert [Image.open(t / f).mode for f in ("rgba.png", "grey8.png", "pal.png")] == ["RGBA", "L", "P"]
+    out = tmp_path / "out"
+    r = _run(f"prompt.images=[{tmp_path}/p_grey.png]", f"prompt.masks=[{tmp_path}/p_mask16.png]",
+             f"targets=[{t}]", f"output_dir={out}")
+    assert r.returncode == 0, r.stderr
+    s = json.loads((out / "summary.json").read_text())
+    assert s["num_ok"] == 4 and s["failed"] == []
+    assert list(s["prompt_ids"]) == ["1"]  # the 16-bit 0/65535 mask is one object
+    for stem in ("rgba", "grey16", "grey8", "pal"):
+        m = Image.open(out / f"{stem}_mask.png")
+        assert m.mode == "P" and m.size == (128, 96)
+
+
+def test_antialiased_colour_mask_keeps_its_main_colours(tmp_path):
+    """A colour mask whose edges hold blended colours outside its palette: the blends snap to the main
+    colours, so the prompt has exactly the drawn objects as ids."""
+    (p_img, _), (q, _) = _episode()
+    mask = np.zeros((96, 128, 3), np.uint8)
+    cv2.circle(mask, (35, 45), 22, (255, 0, 0), -1)
+    cv2.rectangle(mask, (70, 20), (115, 80), (0, 200, 255), -1)
+    mask = cv2.GaussianBlur(mask, (5, 5), 1.5)  # edge colours that are in neither object's colour
+    assert len(np.unique(mask.reshape(-1, 3), axis=0)) > 20
+    Image.fromarray(mask).save(tmp_path / "soft.png")
+    Image.fromarray(p_img).save(tmp_path / "p.png")
+    Image.fromarray(q).save(tmp_path / "q.jpg")
+    out = tmp_path / "out"
+    r = _run(f"prompt.images=[{tmp_path}/p.png]", f"prompt.masks=[{tmp_path}/soft.png]",
+             f"targets=[{tmp_path}/q.jpg]", f"output_dir={out}")
+    assert r.returncode == 0, r.stderr
+    s = json.loads((out / "summary.json").read_text())
+    assert sorted(s["prompt_ids"]) == ["1", "2"]
+    assert set(s["targets"]["q"]["classes"]) <= {"1", "2"}
+
+
+def test_huge_target_is_downscaled_with_a_warning(tmp_path):
+    (p_img, p_lab), (q, _) = _episode()
+    Image.fromarray(p_img).save(tmp_path / "p.png")
+    Image.fromarray(p_lab.astype(np.uint8)).save(tmp_path / "p_mask.png")
+    big = cv2.resize(q, (640, 480), interpolation=cv2.INTER_LINEAR)
+    Image.fromarray(big).save(tmp_path / "big.png")
+    out = tmp_path / "out"
+    r = _run(f"prompt.images=[{tmp_path}/p.png]", f"prompt.masks=[{tmp_path}/p_mask.png]",
+             f"targets=[{tmp_path}/big.png]", f"output_dir={out}", "max_side=200")
+    assert r.returncode == 0, r.stderr
+    assert "big.png: 640x480 image downscaled to 200x150 (max_side=200)" in r.stderr
+    assert Image.open(out / "big_mask.png").size == (640, 480)  # outputs at the file's own size
+
+
+def test_bad_prompt_masks_give_one_line_errors(tmp_path):
+    (p_img, p_lab), _ = _episode()
+    Image.fromarray(p_img).save(tmp_path / "p.png")
+    ids300 = p_lab.astype(np.uint16)  # several ids (a two-level map would read as binary) ...
+    ids300[p_lab == p_lab.max()] = 300  # ... one of them above 255
+    assert len(np.unique(ids300)) >= 3
+    Image.fromarray(ids300).save(tmp_path / "ids300.png")
+    (tmp_path / "empty.png").write_bytes(b"")
+    Image.fromarray(p_lab.astype(np.uint8)).save(tmp_path / "t.png")
+    cases = [
+        ("ids300.png", "ids300.png: mask ids above 255 (max 300); at most 255 objects supported"),
+        ("empty.png", "empty.png: empty file (0 bytes)"),
+    ]
+    for name, msg in cases:
+        r = _run(f"prompt.images=[{tmp_path}/p.png]", f"prompt.masks=[{tmp_path}/{name}]",
+                 f"targets=[{tmp_path}/t.png]", f"output_dir={tmp_path}/o")
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1 and lines[0] == f"error: {tmp_path}/{msg}", r.stderr
+    assert not (tmp_path / "o" / "summary.json").exists()
