@@ -25,11 +25,23 @@ def available(group: str) -> list[str]:
 
 
 def load_group(group: str, name: str, overrides: Sequence[str] = ()) -> DictConfig:
-    """Read ``conf/<group>/<name>.yaml`` and apply dot-list overrides (``["net.depth=4"]``)."""
+    """Read ``conf/<group>/<name>.yaml`` and apply dot-list overrides (``["net.depth=4"]``).
+
+    A ``defaults`` list naming other entries of the same group (``[painter_small, _self_]``) is composed
+    as Hydra would: those entries first, then this file's own keys.
+    """
     path = conf_dir() / group / f"{name}.yaml"
     if not path.is_file():
         raise InputError(f"unknown {group} {name!r}; available: {', '.join(available(group))}")
-    cfg = OmegaConf.load(path)
+    own = OmegaConf.load(path)
+    parts = []
+    for entry in own.pop("defaults", None) or []:
+        if entry != "_self_" and not isinstance(entry, str):
+            raise InputError(f"{path}: defaults entries must be names in conf/{group}/, got {entry!r}")
+        parts.append(own if entry == "_self_" else load_group(group, entry))
+    if not any(p is own for p in parts):
+        parts.append(own)
+    cfg = OmegaConf.merge(*parts)
     if overrides:
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
     return cfg

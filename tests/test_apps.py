@@ -140,6 +140,33 @@ def test_evaluate_tool_fewshot_report_with_baselines(tmp_path):
                         f"output_dir={tmp_path}/ev"], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0, r.stderr
     rep = json.loads((tmp_path / "ev" / "fewshot_report.json").read_text())
-    assert set(rep["rows"]) == {"plain", "baseline_copy_prompt_mask", "baseline_all_foreground"}
-    assert rep["rows"]["plain"]["episodes"] == 2
+    assert set(rep["rows"]) == {"plain@1", "baseline_copy_prompt_mask", "baseline_all_foreground"}
+    assert rep["rows"]["plain@1"]["pairs"] == 2
     assert all(0 <= row["mIoU"] <= 1 for row in rep["rows"].values())
+    # all-foreground baseline by hand: IoU = foreground share of each query (summed per class)
+    assert rep["rows"]["baseline_all_foreground"]["FB-IoU"] < 0.5
+
+
+def test_evaluate_tool_synthetic_rows_share_heldout_episodes(tmp_path):
+    from painter_seg.evaluation.runners import HELDOUT_SEED_BASE, synthetic_episodes
+
+    eps = list(synthetic_episodes(3, shots=2, seed=0, size=(64, 64)))
+    assert [e.name for e in eps] == ["semantic", "instance", "multiclass"]
+    again = generate_episode(HELDOUT_SEED_BASE + 1, kind="instance", num_shots=2, size=(64, 64))
+    assert np.array_equal(eps[1].query[0], again.query[0]) and eps[1].seg_type == "instance"
+    r = subprocess.run([sys.executable, str(REPO / "tools/evaluate.py"), "task=fewshot", "data=synthetic",
+                        "data.episodes=2", "data.size=[64,64]", "rows=[plain@1,feature_ensemble@2]",
+                        "model=seggpt_tiny", "device=cpu", f"output_dir={tmp_path}/ev"],
+                       capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((tmp_path / "ev" / "fewshot_report.json").read_text())
+    assert list(rep["rows"]) == ["plain@1", "feature_ensemble@2", "baseline_copy_prompt_mask",
+                                 "baseline_all_foreground"]
+    # every row scored the same (episode, id) pairs: one per foreground id of each query
+    n_ids = sum(len(np.unique(e.query[1])) - 1 for e in eps[:2])
+    assert {row["pairs"] for row in rep["rows"].values()} == {n_ids}
+    bad = subprocess.run([sys.executable, str(REPO / "tools/evaluate.py"), "task=fewshot", "data=synthetic",
+                          "rows=[plain@3]", "model=seggpt_tiny", "device=cpu", f"output_dir={tmp_path}/ev2"],
+                         capture_output=True, text=True, cwd=REPO)
+    assert bad.returncode == 2 and bad.stderr.strip() == (
+        "error: rows: plain@3: the plain strategy takes 1 prompt; use an ensemble")

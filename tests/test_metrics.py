@@ -126,6 +126,19 @@ def test_boundary_partial_match():
     assert boundary_f_measure(gt, pred) == pytest.approx(106 / 203)
 
 
+def test_boundary_tolerance_is_a_disk_not_a_square():
+    # 100x100 => bound_pix = 2. A one-pixel object at (r, c) has the 2x2 boundary rows r-1..r x cols c-1..c.
+    # gt at (50, 50): boundary {49, 50} x {49, 50}. pred 2 px straight down, at (52, 50): boundary
+    # {51, 52} x {49, 50}; each gt boundary pixel has a pred one exactly 2 px below -> P = R = 1, F = 1.
+    # pred 2 px down and 2 px right, at (52, 52): boundary {51, 52} x {51, 52}. Only gt (50, 50) and pred
+    # (51, 51) are within 2 px (sqrt 2); every other pair is >= sqrt 5 apart (a 5x5 square would still match
+    # all of them at Chebyshev distance <= 2) -> P = R = 1/4, F = 1/4.
+    gt = square((100, 100), 50, 50, 50, 50)
+    assert np.argwhere(seg2bmap(gt)).tolist() == [[49, 49], [49, 50], [50, 49], [50, 50]]
+    assert boundary_f_measure(gt, square((100, 100), 52, 52, 50, 50)) == pytest.approx(1.0)
+    assert boundary_f_measure(gt, square((100, 100), 52, 52, 52, 52)) == pytest.approx(0.25)
+
+
 def test_boundary_empty_cases():
     z = np.zeros((50, 50), np.uint8)
     m = square((50, 50), 10, 20, 10, 20)

@@ -24,8 +24,8 @@ from ..codec.canvas import (
 from ..codec.palette import build_palette, compact_labels, decode_paint, expand_labels, labels_to_colors
 from ..errors import InputError
 from ..model import SegGPT
-from ..strategies import InContextStrategy, build_strategy
-from ..utils.runtime import autocast
+from ..strategies import InContextStrategy, TunedPrompt, TunedPromptStrategy, build_strategy
+from ..utils.runtime import PRECISIONS, autocast, maybe_compile
 from .prompts import box_to_mask, scribble_to_mask
 
 SEG_TYPES = {"semantic": 0, "instance": 1, 0: 0, 1: 1}
@@ -92,13 +92,16 @@ class FewShotSegmenter:
 
     Args:
         model: a :class:`SegGPT` (e.g. ``build_model("default")``), shared, never modified.
-        strategy: ``plain`` (1 prompt), ``spatial_ensemble``, ``feature_ensemble``, or a strategy object.
+        strategy: ``plain`` (1 prompt), ``spatial_ensemble``, ``feature_ensemble``, ``tuned`` (a learned
+            prompt, see :meth:`set_tuned_prompt`), or a strategy object.
         seg_type: ``"semantic"`` (same-class regions) or ``"instance"`` (the same object instances).
         precision: ``fp32`` | ``bf16`` | ``fp16`` autocast for the forward.
         bg_threshold: foreground pixels whose colour-match score is below this become background.
         resize_mode: how the painted half is resized back to the query size before decoding
             (``bilinear``: smooth edges; ``nearest``: the official behaviour).
         resize_masks: resize a prompt mask whose size differs from its image (else it is an error).
+        compile: run the model through ``torch.compile`` (the first prediction compiles; if compiling fails,
+            e.g. no C++ compiler for the CPU backend, a one-line warning is logged and it runs eager).
     """
 
     def __init__(
@@ -110,13 +113,23 @@ class FewShotSegmenter:
         bg_threshold: float = 0.0,
         resize_mode: str = "bilinear",
         resize_masks: bool = False,
+        compile: bool = False,
     ) -> None:
         self.model = model
-        self.strategy = build_strategy(strategy, model) if isinstance(strategy, str) else strategy
+        runner = maybe_compile(model, compile)  # the model itself when compile is False
+        if isinstance(strategy, str):
+            self.strategy = build_strategy(strategy, runner)
+        else:
+            self.strategy = strategy
+            if compile:
+                self.strategy.model = runner
         if seg_type not in SEG_TYPES:
             raise InputError(f"seg_type={seg_type}: expected semantic or instance")
         self.seg_type = SEG_TYPES[seg_type]
+        if precision not in PRECISIONS:
+            raise InputError(f"precision={precision}: expected one of {', '.join(PRECISIONS)}")
         self.precision = precision
+        self.compile = compile
         self.bg_threshold = bg_threshold
         self.resize_mode = resize_mode
         self.resize_masks = resize_masks
@@ -148,6 +161,7 @@ class FewShotSegmenter:
         boxes: Sequence[Sequence[float]] | None = None,
         scribbles: Sequence | None = None,
         names: Sequence[str] | None = None,
+        seg_type: str | int | None = None,
     ) -> None:
         """Give K example pairs.
 
@@ -159,7 +173,56 @@ class FewShotSegmenter:
             boxes: K boxes ``(x0, y0, x1, y1)``; each becomes a one-object mask (GrabCut inside the box).
             scribbles: K stroke maps (``[H, W]``, nonzero = strokes of that id), grown into masks.
             names: optional K names used in error messages (e.g. file names).
+            seg_type: ``semantic`` / ``instance`` for these prompts (default: the segmenter's).
         """
+        if seg_type is not None:
+            if seg_type not in SEG_TYPES:
+                raise InputError(f"seg_type={seg_type}: expected semantic or instance")
+            self.seg_type = SEG_TYPES[seg_type]
+        imgs, labels = self._read_pairs(images, masks, boxes, scribbles, names)
+        all_ids = np.unique(np.concatenate([np.unique(lab) for lab in labels]))
+        self.ids = all_ids[all_ids > 0]
+        self.palette = build_palette(len(self.ids))
+        self.strategy.set_prompts(*self._encode(imgs, labels), self.seg_type)
+
+    def set_tuned_prompt(
+        self,
+        prompt: TunedPrompt,
+        images: Sequence = (),
+        masks: Sequence | None = None,
+        *,
+        names: Sequence[str] | None = None,
+        check: bool = True,
+    ) -> None:
+        """Use a tuned prompt (needs ``strategy="tuned"``), optionally with K real example pairs.
+
+        The classes, their ids and colours and ``seg_type`` come from ``prompt``: predictions carry the ids
+        the classes had when the prompt was tuned. Real pairs (``images``/``masks`` as in
+        :meth:`set_prompts`) may only use those ids; they join the tuned prompt in a feature ensemble.
+        ``check=False`` skips verifying that the prompt belongs to the model (its weights fingerprint).
+
+        Raises:
+            InputError: another strategy, a prompt tuned for another model, or masks with other ids.
+        """
+        if not isinstance(self.strategy, TunedPromptStrategy):
+            raise InputError(f"a tuned prompt needs strategy='tuned', not {self.strategy.name!r}")
+        if check:
+            prompt.check(self.model)
+        ids = np.asarray(prompt.class_ids, dtype=np.int64)
+        imgs, labels = self._read_pairs(images, masks, None, None, names) if len(images) else ([], [])
+        for lab, name in zip(labels, names or [f"prompt {i}" for i in range(len(labels))]):
+            extra = np.setdiff1d(np.unique(lab[lab > 0]), ids)
+            if extra.size:
+                raise InputError(f"{name}: mask ids {extra.tolist()} are not classes of the tuned prompt "
+                                 f"(ids {ids.tolist()})")
+        self.seg_type = int(prompt.seg_type)
+        self.ids, self.palette = ids, np.asarray(prompt.palette, dtype=np.uint8)
+        p_imgs, p_masks = self._encode(imgs, labels) if imgs else (None, None)
+        self.strategy.set_tuned(prompt, p_imgs, p_masks, check=False)
+
+    def _read_pairs(self, images, masks, boxes, scribbles, names
+                    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """RGB images and checked ``[H, W]`` label maps of K prompt pairs (one of masks/boxes/scribbles)."""
         given = [x is not None for x in (masks, boxes, scribbles)]
         if sum(given) != 1:
             raise InputError("give exactly one of masks, boxes or scribbles for the prompts")
@@ -189,19 +252,21 @@ class FewShotSegmenter:
             if not lab.any():
                 raise InputError(f"{name}: prompt mask is empty (no foreground pixels)")
             labels.append(lab)
+        return imgs, labels
 
-        all_ids = np.unique(np.concatenate([np.unique(lab) for lab in labels]))
-        self.ids = all_ids[all_ids > 0]
+    def _encode(self, imgs: list[np.ndarray], labels: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompt halves ``[K, 3, h, w]`` (normalised): images, and masks painted in ``self.palette``
+        (id ``self.ids[k - 1]`` -> colour k)."""
+        assert self.ids is not None and self.palette is not None
         lut = np.zeros(256, np.int64)
         lut[self.ids] = np.arange(1, len(self.ids) + 1)
-        self.palette = build_palette(len(self.ids))
         h, w = self.strategy.half_size
         p_imgs, p_masks = [], []
         for img, lab in zip(imgs, labels):
             p_imgs.append(normalize(resize_image(img, (h, w))))
             p_masks.append(normalize(resize_color_mask(labels_to_colors(lut[lab], self.palette), (h, w))))
         to_t = lambda a: torch.from_numpy(np.stack(a).transpose(0, 3, 1, 2)).float()  # noqa: E731
-        self.strategy.set_prompts(to_t(p_imgs), to_t(p_masks), self.seg_type)
+        return to_t(p_imgs), to_t(p_masks)
 
     # ------------------------------------------------------------------ prediction
     def _query_tensor(self, img: np.ndarray) -> torch.Tensor:

@@ -19,6 +19,7 @@ from ..errors import InputError
 from ..io.files import atomic_path, ensure_output_dir
 from ..io.images import load_image, overlay, save_image
 from ..io.masks import load_mask, save_label_png
+from ..strategies import TunedPrompt
 from ..utils.dist import DistInfo
 from ..utils.runtime import resolve_device
 from .few_shot import FewShotSegmenter, Prediction
@@ -111,35 +112,49 @@ def run(cfg: DictConfig) -> int:
     out_dir = ensure_output_dir(Path(cfg.output_dir))
     device = resolve_device(cfg.device)
     p = cfg.prompt
-    if not p.images:
-        raise InputError("prompt.images is empty: give at least one example image")
-    prompt_imgs = [load_image(f, max_side=cfg.max_side) for f in p.images]
-    kinds = [k for k in ("masks", "boxes", "scribbles") if p.get(k)]
-    if len(kinds) != 1:
-        raise InputError("give exactly one of prompt.masks, prompt.boxes or prompt.scribbles")
-    kind = kinds[0]
-    if len(p[kind]) != len(p.images):
-        raise InputError(f"prompt.images has {len(p.images)} files but prompt.{kind} has {len(p[kind])}")
-    stored_palette = None
+    use_tuned = cfg.strategy.name == "tuned"
+    if use_tuned and not p.get("tuned"):
+        raise InputError("strategy=tuned needs prompt.tuned=<file.safetensors> (from tools/tune_prompt.py)")
+    if p.get("tuned") and not use_tuned:
+        raise InputError(f"prompt.tuned={p.tuned}: a tuned prompt needs strategy=tuned")
+    kind, prompt_imgs, stored_palette = None, [], None
     kwargs: dict = {}
-    if kind == "boxes":
-        kwargs["boxes"] = [list(b) for b in p.boxes]
-    else:
-        loaded = [load_mask(f) for f in p[kind]]  # sizes are checked by FewShotSegmenter.set_prompts
-        stored_palette = next((m.palette for m in loaded if m.palette is not None), None)
-        kwargs[kind] = [m.labels for m in loaded]
+    if not use_tuned or cfg.strategy.get("extra_pairs", False):  # real example pairs
+        if not p.images:
+            raise InputError("prompt.images is empty: give at least one example image")
+        prompt_imgs = [load_image(f, max_side=cfg.max_side) for f in p.images]
+        kinds = [k for k in ("masks", "boxes", "scribbles") if p.get(k)]
+        if len(kinds) != 1:
+            raise InputError("give exactly one of prompt.masks, prompt.boxes or prompt.scribbles")
+        kind = kinds[0]
+        if use_tuned and kind != "masks":
+            raise InputError("strategy.extra_pairs: give the extra pairs of a tuned prompt as prompt.masks")
+        if len(p[kind]) != len(p.images):
+            raise InputError(f"prompt.images has {len(p.images)} files but prompt.{kind} has {len(p[kind])}")
+        if kind == "boxes":
+            kwargs["boxes"] = [list(b) for b in p.boxes]
+        else:
+            loaded = [load_mask(f) for f in p[kind]]  # sizes are checked by FewShotSegmenter.set_prompts
+            stored_palette = next((m.palette for m in loaded if m.palette is not None), None)
+            kwargs[kind] = [m.labels for m in loaded]
 
     model = build_model(cfg.model, checkpoint=cfg.checkpoint, device=device)
     seg = FewShotSegmenter(model, strategy=cfg.strategy.name, seg_type=cfg.seg_type,
                            precision=cfg.precision, bg_threshold=cfg.bg_threshold,
-                           resize_mode=cfg.resize_mode, resize_masks=cfg.resize_masks)
-    seg.set_prompts(prompt_imgs, names=[str(f) for f in p[kind]] if kind != "boxes" else None, **kwargs)
+                           resize_mode=cfg.resize_mode, resize_masks=cfg.resize_masks,
+                           compile=bool(cfg.get("compile", False)))
+    names = [str(f) for f in p[kind]] if kind in ("masks", "scribbles") else None
+    if use_tuned:
+        seg.set_tuned_prompt(TunedPrompt.load(p.tuned, model), prompt_imgs, kwargs.get("masks"), names=names)
+    else:
+        seg.set_prompts(prompt_imgs, names=names, **kwargs)
     palette = id_palette(seg.colors, stored_palette)
 
     files, failures = expand_targets(cfg.targets)
     stems = _output_stems(files)
     mine = list(zip(files, stems))[dist.rank :: dist.world_size]  # shard targets across torchrun ranks
-    inputs = {Path(f).resolve() for f in [*p.images, *(p.get("masks") or []), *(p.get("scribbles") or [])]}
+    inputs = {Path(f).resolve() for f in [*(p.images if kind else []), *(p.get("masks") or []),
+                                          *(p.get("scribbles") or []), *([p.tuned] if use_tuned else [])]}
     inputs |= {f.resolve() for f in files}
     results: dict[str, dict] = {}
     t0 = time.perf_counter()
@@ -158,17 +173,21 @@ def run(cfg: DictConfig) -> int:
         except InputError as e:
             failures.append({"file": str(f), "error": str(e)})
             log.warning("%s", e)
+    if not dist.is_main:  # failures of target specs are reported once, by rank 0
+        failures = [x for x in failures if x["file"] in {str(f) for f, _ in mine}]
     summary = {
         "model": str(cfg.model.name), "checkpoint": str(cfg.checkpoint or cfg.model.checkpoint),
-        "strategy": cfg.strategy.name, "seg_type": cfg.seg_type,
-        "prompts": [{"image": str(i), kind: str(m)} for i, m in zip(p.images, p[kind])],
+        "strategy": cfg.strategy.name, "seg_type": "instance" if seg.seg_type else "semantic",
+        "prompts": ([{"tuned": str(p.tuned)}] if use_tuned else [])
+        + ([{"image": str(i), kind: str(m)} for i, m in zip(p.images, p[kind])] if kind else []),
         "prompt_ids": {str(k): list(v) for k, v in seg.colors.items()},
-        "targets": results, "failed": failures if dist.is_main else [
-            x for x in failures if x["file"] in {str(f) for f, _ in mine}],
+        "targets": results, "failed": failures,
         "num_ok": len(results), "num_failed": len(failures), "seconds": round(time.perf_counter() - t0, 2),
     }
     if dist.world_size > 1:
         summary = dist.merge_summaries(out_dir, summary)
+        if dist.is_main:  # back to the targets' order (ranks hold interleaved shards)
+            summary["targets"] = {s: summary["targets"][s] for s in stems if s in summary["targets"]}
     if dist.is_main:
         with atomic_path(out_dir / "summary.json") as tmp:
             Path(tmp).write_text(json.dumps(summary, indent=2))

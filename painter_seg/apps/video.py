@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -170,13 +170,15 @@ class VideoPropagator:
         elif self.context_frames > 0:
             state.recent.append((self._image_tensor(frame), self._small_labels(labels)))
 
-    def propagate(self, state: VideoState, known: dict[int, np.ndarray] | None = None
+    def propagate(self, state: VideoState, known: Mapping[int, np.ndarray] | None = None
                   ) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(frame_idx, label_map)`` for every frame from the first annotated one to the end.
 
         Args:
             known: optional frame index -> label map already computed (e.g. written by an earlier run); those
                 frames are not predicted again but still feed the context, so a resumed run continues exactly.
+                Each is looked up once, when its frame comes: a lazy mapping (reading files on demand) keeps
+                memory flat.
         """
         start = state.start
         known = known or {}

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -31,14 +33,51 @@ def _inside(child: Path, parent: Path) -> bool:
         return False
 
 
+class _WrittenFrames(Mapping):
+    """Frame index -> labels of the PNGs an earlier run wrote, read only when asked for (one at a time), so a
+    resumed long video does not hold all its earlier masks in memory."""
+
+    def __init__(self, paths: dict[int, Path]) -> None:
+        self.paths = paths
+
+    def __getitem__(self, idx: int) -> np.ndarray:
+        return read_label_png(self.paths[idx])
+
+    def __contains__(self, idx: object) -> bool:  # Mapping's default would read the file to answer
+        return idx in self.paths
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+def _warn(msg: str) -> None:
+    """A one-line warning on stderr (errors go there too, as ``error: ...``)."""
+    print(f"warning: {msg}", file=sys.stderr, flush=True)
+
+
 def propagate_video(prop: VideoPropagator, video: Path, first_mask: Path, out_dir: Path,
                     overwrite: bool = False, write_overlay: bool = True, show_progress: bool = True) -> dict:
     """Propagate ``first_mask`` (annotating frame 0) through ``video``; write one palette PNG per frame (named
     after the frame), ``overlay.mp4`` and ``summary.json`` in ``out_dir``. Frames whose PNG already exists are
-    read back instead of predicted (resume) unless ``overwrite``."""
+    neither predicted nor written again (resume; they are read back for the context) unless ``overwrite``.
+    Nothing is ever written into the input folder.
+
+    Raises:
+        InputError: unusable video, frames or mask, or an output dir inside the input folder or holding the
+            masks of another first mask (one-line message naming the file).
+    """
     if video.is_dir() and _inside(out_dir, video):
         raise InputError(f"{out_dir}: output dir is inside the input video folder {video}")
     frames = FrameSource(video)
+    warnings = []
+    if frames.missing:
+        gap = frames.missing if len(frames.missing) <= 3 else frames.missing[:3] + ["..."]
+        warnings.append(f"{video}: {len(frames.missing)} frame(s) missing from the numbering ({', '.join(gap)}); "
+                        "propagating over the gap")
+        _warn(warnings[-1])
     mask = load_mask(first_mask)
     if mask.labels.shape != frames.size:
         raise InputError(f"{first_mask}: mask is {mask.labels.shape[1]}x{mask.labels.shape[0]} but the "
@@ -54,12 +93,14 @@ def propagate_video(prop: VideoPropagator, video: Path, first_mask: Path, out_di
     if mask.palette is not None:  # keep the user's colours and ids (DAVIS convention)
         palette[: len(mask.palette)] = np.where(mask.palette.any(axis=1, keepdims=True), mask.palette,
                                                 palette[: len(mask.palette)])
-    known = {}
+    written_before: dict[int, Path] = {}
     if not overwrite:
-        for i, name in enumerate(frames.names):
-            p = out_dir / f"{name}.png"
-            if p.exists() and i > 0:
-                known[i] = read_label_png(p)
+        written_before = {i: out_dir / f"{n}.png" for i, n in enumerate(frames.names)
+                          if (out_dir / f"{n}.png").is_file()}
+        if 0 in written_before and not np.array_equal(read_label_png(written_before[0]), mask.labels):
+            raise InputError(f"{written_before[0]}: holds another first-frame mask than {first_mask}; "
+                             "pass overwrite=true or another output_dir")
+    known = _WrittenFrames({i: p for i, p in written_before.items() if i > 0})
     writer = Mp4Writer(out_dir / "overlay.mp4", frames.fps, frames.size) if write_overlay else None
     written, areas, t0 = 0, {}, time.perf_counter()
     ok = False
@@ -67,7 +108,7 @@ def propagate_video(prop: VideoPropagator, video: Path, first_mask: Path, out_di
         for idx, labels in tqdm(prop.propagate(state, known=known), total=len(frames), desc=video.name,
                                 unit="frame", disable=not show_progress):
             name = frames.names[idx]
-            if idx not in known:
+            if idx not in written_before:
                 save_label_png(out_dir / f"{name}.png", labels, palette)
                 written += 1
             areas[name] = {str(i): int((labels == i).sum()) for i in state.object_ids}
@@ -80,8 +121,8 @@ def propagate_video(prop: VideoPropagator, video: Path, first_mask: Path, out_di
     secs = time.perf_counter() - t0
     summary = {
         "video": str(video), "first_mask": str(first_mask), "frames": len(frames), "written": written,
-        "resumed": len(known), "objects": [int(i) for i in state.object_ids],
-        "context_frames": prop.context_frames, "seconds": round(secs, 2),
+        "resumed": len(written_before), "objects": [int(i) for i in state.object_ids],
+        "context_frames": prop.context_frames, "seconds": round(secs, 2), "warnings": warnings,
         "fps": round(max(written, 1) / secs, 3) if secs > 0 else None,
         "object_area_per_frame": areas,
     }
@@ -98,7 +139,7 @@ def run(cfg: DictConfig) -> int:
     prop = VideoPropagator(model, context_frames=cfg.context_frames, seg_type=cfg.seg_type,
                            precision=cfg.precision, bg_threshold=cfg.bg_threshold)
     out_root = Path(cfg.output_dir)
-    if cfg.get("data") == "davis":
+    if (cfg.get("data") or {}).get("source") == "davis":
         from ..data.folders import davis_sequence, list_davis_sequences
 
         root = Path(cfg.root)

@@ -50,7 +50,7 @@ LAYOUTS = ("auto", "fss1000", "perseg", "flat_pairs", "images_masks", "davis")
 
 __all__ = [
     "FewShotDataset", "IMAGE_EXTS", "LAYOUTS", "DavisSequences", "davis_sequence", "detect_layout",
-    "list_davis_sequences", "load_fewshot_folder",
+    "list_davis_sequences", "load_fewshot_folder", "pair_folders",
 ]
 
 
@@ -280,6 +280,25 @@ def load_fewshot_folder(root: PathLike, layout: str = "auto") -> FewShotDataset:
     if not data:
         raise InputError(f"{root}: no image/mask pairs found ({layout} layout)")
     return data
+
+
+def pair_folders(image_dir: PathLike, mask_dir: PathLike) -> List[Pair]:
+    """Pair the images of ``image_dir`` with the masks of ``mask_dir`` by file stem (``X.jpg`` with
+    ``X.png``, ``X_mask.png``, ...; PNG preferred), naturally sorted; images without a mask are
+    skipped with a warning.
+
+    Raises:
+        InputError: a folder is missing, or no image has a mask.
+    """
+    image_dir, mask_dir = Path(image_dir), Path(mask_dir)
+    for d, what in ((image_dir, "image"), (mask_dir, "mask")):
+        if not d.is_dir():
+            raise InputError(f"{d}: {what} folder not found")
+    pairs, missing = _match_by_stem(image_dir, mask_dir)
+    _warn_skipped(image_dir, missing)
+    if not pairs:
+        raise InputError(f"{image_dir}: no image has a mask of the same name in {mask_dir}")
+    return sorted(pairs, key=lambda p: _natural_key(p[0].name))
 
 
 # ----------------------------------------------------------------------------------------- DAVIS

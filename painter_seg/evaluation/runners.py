@@ -98,14 +98,15 @@ def parse_rows(rows: Sequence[str] | None, strategy: str, shots: int) -> list[tu
     None -> ``[(strategy, shots)]``."""
     from ..strategies import STRATEGIES
 
+    usable = sorted(n for n in STRATEGIES if n != "tuned")  # a learned prompt is not built from shots
     if not rows:
-        return [(str(strategy), int(shots))]
+        rows = [f"{strategy}@{shots}"]
     out = []
     for row in rows:
         name, _, k = str(row).partition("@")
-        if name not in STRATEGIES or not k.isdigit() or int(k) < 1:
-            raise InputError(f"rows: {row!r} is not <strategy>@<shots> with a strategy in "
-                             f"{sorted(STRATEGIES)} and shots >= 1")
+        if name not in usable or not k.isdigit() or int(k) < 1:
+            raise InputError(f"rows: {row!r} is not <strategy>@<shots> with a strategy in {usable} and "
+                             f"shots >= 1 (score a learned prompt with tools/report_prompt_tuning.py)")
         out.append((name, int(k)))
     return out
 

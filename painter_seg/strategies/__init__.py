@@ -6,9 +6,11 @@ from .base import InContextStrategy, PromptSet
 from .feature_ensemble import FeatureEnsembleStrategy
 from .plain import PlainStrategy
 from .spatial_ensemble import SpatialEnsembleStrategy, tile_prompts
+from .tuned import TunedPrompt, TunedPromptStrategy
 
 STRATEGIES: dict[str, type[InContextStrategy]] = {
-    cls.name: cls for cls in (PlainStrategy, SpatialEnsembleStrategy, FeatureEnsembleStrategy)
+    cls.name: cls
+    for cls in (PlainStrategy, SpatialEnsembleStrategy, FeatureEnsembleStrategy, TunedPromptStrategy)
 }
 
 
@@ -20,4 +22,5 @@ def build_strategy(name: str, model: SegGPT, **kwargs) -> InContextStrategy:
 
 
 __all__ = ["InContextStrategy", "PromptSet", "PlainStrategy", "SpatialEnsembleStrategy",
-           "FeatureEnsembleStrategy", "STRATEGIES", "build_strategy", "tile_prompts"]
+           "FeatureEnsembleStrategy", "TunedPrompt", "TunedPromptStrategy", "STRATEGIES", "build_strategy",
+           "tile_prompts"]

@@ -13,6 +13,7 @@ class FeatureEnsembleStrategy(InContextStrategy):
 
     name = "feature_ensemble"
 
+    @torch.inference_mode()  # inference only; _forward itself stays differentiable
     def predict_torch(self, queries: torch.Tensor) -> torch.Tensor:
         imgs, masks = self._require_prompts()
         k = imgs.shape[0]

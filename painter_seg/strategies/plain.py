@@ -16,6 +16,7 @@ class PlainStrategy(InContextStrategy):
             raise ValueError(f"the plain strategy takes exactly one prompt, got {k}; use spatial_ensemble or "
                              "feature_ensemble for several")
 
+    @torch.inference_mode()  # inference only; _forward itself stays differentiable
     def predict_torch(self, queries: torch.Tensor) -> torch.Tensor:
         imgs, masks = self._require_prompts()
         b = queries.shape[0]

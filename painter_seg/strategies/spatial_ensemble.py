@@ -48,6 +48,7 @@ class SpatialEnsembleStrategy(InContextStrategy):
         n = math.ceil(math.sqrt(prompts.num_prompts))
         return tile_prompts(prompts.images, n, "bicubic"), tile_prompts(prompts.masks, n, "nearest")
 
+    @torch.inference_mode()  # inference only; _forward itself stays differentiable
     def predict_torch(self, queries: torch.Tensor) -> torch.Tensor:
         imgs, masks = self._require_prompts()
         b = queries.shape[0]

@@ -1,0 +1,195 @@
+"""A learned prompt (SegGPT paper §4.2, "in-context tuning") used like an example pair.
+
+:class:`TunedPrompt` is the artefact :class:`painter_seg.tuning.PromptTuner` produces: a prompt image and a
+prompt mask of the model's prompt-half size, the palette its classes are painted in, and the identity of the
+model it was tuned for. It only makes sense with exactly those weights, so loading it checks the model's
+name and weights fingerprint. :class:`TunedPromptStrategy` puts it on top of every query canvas, alone or
+together with real example pairs (then combined by the feature ensemble).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+
+from ..checkpoint import weights_fingerprint
+from ..errors import InputError
+from ..io.files import atomic_path
+from ..model import SegGPT
+from .base import InContextStrategy, PromptSet
+
+FORMAT = "painter_seg.tuned_prompt"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class TunedPrompt:
+    """A learned prompt pair and what it was learned for.
+
+    Attributes:
+        image: ``[3, h, w]`` float32 prompt image, ImageNet-normalised (h, w = the model's prompt half).
+        mask: ``[3, h, w]`` float32 prompt mask, same space; class ``k`` was taught in ``palette[k]``.
+        palette: ``[C + 1, 3]`` uint8 RGB, row 0 black (background), row k the colour of class k
+            (:func:`painter_seg.codec.palette.build_palette`).
+        class_ids: the C label ids the classes had in the training masks (and get in predictions).
+        class_names: C names, in ``class_ids`` order.
+        seg_type: 0 semantic, 1 instance.
+        model_name: config name of the model (``model.config_name``).
+        fingerprint: :func:`painter_seg.checkpoint.weights_fingerprint` of its weights.
+        summary: JSON-able training summary (steps, losses, validation mIoU, data, time...).
+    """
+
+    image: torch.Tensor
+    mask: torch.Tensor
+    palette: np.ndarray
+    class_ids: list[int]
+    class_names: list[str]
+    seg_type: int
+    model_name: str
+    fingerprint: str
+    summary: dict = field(default_factory=dict)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(h, w) of the prompt half it fills."""
+        return int(self.image.shape[-2]), int(self.image.shape[-1])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_ids)
+
+    def check(self, model: SegGPT, source: str | os.PathLike = "tuned prompt") -> None:
+        """Raise :class:`InputError` (one line naming ``source``) unless ``model`` is the model this prompt
+        was tuned for: same config name, same weights, same prompt-half size."""
+        name = str(getattr(model, "config_name", type(model).__name__))
+        half = (model.img_size[0] // 2, model.img_size[1])
+        if half != self.size:
+            raise InputError(f"{source}: prompt is {self.size[0]}x{self.size[1]} but model {name!r} takes "
+                             f"{half[0]}x{half[1]} prompts; tune a prompt for this model")
+        found = weights_fingerprint(model)
+        if name != self.model_name or found != self.fingerprint:
+            raise InputError(f"{source}: tuned for model {self.model_name!r} (weights {self.fingerprint}), "
+                             f"but the model is {name!r} (weights {found}); tune a prompt for this model")
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write a safetensors file (tensors ``image``, ``mask``; JSON metadata), atomically."""
+        path = Path(path)
+        meta = {
+            "format": FORMAT, "version": str(FORMAT_VERSION), "model": self.model_name,
+            "fingerprint": self.fingerprint, "prompt_size": json.dumps(list(self.size)),
+            "palette": json.dumps(np.asarray(self.palette).tolist()),
+            "class_ids": json.dumps([int(i) for i in self.class_ids]),
+            "class_names": json.dumps([str(n) for n in self.class_names]),
+            "seg_type": str(int(self.seg_type)), "summary": json.dumps(self.summary),
+        }
+        tensors = {"image": self.image.detach().float().cpu().contiguous(),
+                   "mask": self.mask.detach().float().cpu().contiguous()}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata=meta)
+        return path
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> TunedPrompt:
+        """Read a saved prompt without checking it against a model (see :meth:`load`)."""
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"{path}: tuned prompt file not found")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = dict(f.metadata() or {})
+            tensors = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise InputError(f"{path}: not a readable safetensors file ({' '.join(str(e).split())})") from e
+        if meta.get("format") != FORMAT or set(tensors) != {"image", "mask"}:
+            raise InputError(f"{path}: not a tuned prompt (expected a safetensors file written by "
+                             "tools/tune_prompt.py)")
+        try:
+            prompt = cls(
+                image=tensors["image"], mask=tensors["mask"],
+                palette=np.asarray(json.loads(meta["palette"]), dtype=np.uint8),
+                class_ids=[int(i) for i in json.loads(meta["class_ids"])],
+                class_names=[str(n) for n in json.loads(meta["class_names"])],
+                seg_type=int(meta["seg_type"]), model_name=meta["model"], fingerprint=meta["fingerprint"],
+                summary=json.loads(meta.get("summary", "{}")),
+            )
+        except (KeyError, ValueError, TypeError) as e:
+            raise InputError(f"{path}: tuned prompt metadata is incomplete or corrupt ({e})") from e
+        if prompt.image.shape != prompt.mask.shape or prompt.image.ndim != 3 or len(prompt.palette) != \
+                prompt.num_classes + 1:
+            raise InputError(f"{path}: tuned prompt tensors or palette have inconsistent shapes")
+        return prompt
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, model: SegGPT) -> TunedPrompt:
+        """Read a saved prompt and check that it belongs to ``model`` (:meth:`check`)."""
+        prompt = cls.read(path)
+        prompt.check(model, path)
+        return prompt
+
+
+class TunedPromptStrategy(InContextStrategy):
+    """A tuned prompt on top of every query canvas, optionally with K real example pairs.
+
+    Usage: ``set_tuned(prompt)`` (or ``set_tuned(prompt, images, masks)`` with extra real pairs, normalised
+    ``[K, 3, h, w]`` masks painted in ``prompt.palette``), then ``predict_torch(queries)``. Alone, the tuned
+    prompt runs like the plain strategy (queries batched); with extra pairs, the 1 + K prompts are combined
+    by the feature ensemble (one query at a time). ``reset()`` forgets the tuned prompt too.
+    """
+
+    name = "tuned"
+
+    def __init__(self, model: SegGPT, prompt: TunedPrompt | None = None) -> None:
+        super().__init__(model)
+        self.tuned: TunedPrompt | None = None
+        if prompt is not None:
+            self.set_tuned(prompt)
+
+    def set_tuned(self, prompt: TunedPrompt, images: torch.Tensor | None = None,
+                  masks: torch.Tensor | None = None, check: bool = True) -> None:
+        """Use ``prompt``, plus optional real pairs ``[K, 3, h, w]``. ``check``: verify that the prompt
+        belongs to the model (:meth:`TunedPrompt.check`; the tuner skips it for its own snapshots)."""
+        if check:
+            prompt.check(self.model)
+        h, w = self.half_size
+        if images is None:
+            images = masks = torch.zeros(0, 3, h, w)
+        self.tuned = prompt
+        self.set_prompts(images, masks, prompt.seg_type)
+
+    def reset(self) -> None:
+        super().reset()
+        self.tuned = None
+
+    def _check_num_prompts(self, k: int) -> None:
+        if self.tuned is None:
+            raise RuntimeError("TunedPromptStrategy: call set_tuned(prompt, ...) rather than set_prompts")
+
+    def _prepare(self, prompts: PromptSet) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self.tuned is not None
+        if self.tuned.seg_type != prompts.seg_type:
+            raise ValueError(f"extra pairs have seg_type {prompts.seg_type}, the tuned prompt "
+                             f"{self.tuned.seg_type}")
+        dev = prompts.images.device
+        imgs = torch.cat([self.tuned.image[None].to(dev, prompts.images.dtype), prompts.images])
+        masks = torch.cat([self.tuned.mask[None].to(dev, prompts.masks.dtype), prompts.masks])
+        return imgs, masks
+
+    @torch.inference_mode()  # inference only; the tuner differentiates through the model itself
+    def predict_torch(self, queries: torch.Tensor) -> torch.Tensor:
+        imgs, masks = self._require_prompts()
+        queries = queries.to(imgs.device, imgs.dtype)
+        k = imgs.shape[0]
+        if k == 1:
+            b = queries.shape[0]
+            return self._forward(imgs.expand(b, -1, -1, -1), masks.expand(b, -1, -1, -1), queries,
+                                 feature_ensemble=False)
+        outs = [self._forward(imgs, masks, q[None].expand(k, -1, -1, -1), feature_ensemble=True)[0]
+                for q in queries]
+        return torch.stack(outs)

@@ -1,0 +1,74 @@
+"""Fast-path switches at the edges: compile (with eager fallback), precision, inference mode."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from painter_seg.apps.few_shot import FewShotSegmenter
+from painter_seg.data.synthetic import generate_episode
+from painter_seg.errors import InputError
+from painter_seg.strategies import build_strategy
+from painter_seg.utils.runtime import CompiledModel
+
+
+def _episode():
+    ep = generate_episode(3, kind="multiclass", size=(64, 96))
+    return ep.prompts[0], ep.query[0]
+
+
+def test_strategies_predict_under_inference_mode(tiny_model):
+    h, w = tiny_model.img_size[0] // 2, tiny_model.img_size[1]
+    g = torch.Generator().manual_seed(0)
+    imgs, masks = (torch.randn(2, 3, h, w, generator=g) for _ in range(2))
+    q = torch.randn(1, 3, h, w, generator=g)
+    for name in ("plain", "spatial_ensemble", "feature_ensemble"):
+        s = build_strategy(name, tiny_model)
+        s.set_prompts(imgs[:1] if name == "plain" else imgs, masks[:1] if name == "plain" else masks)
+        out = s.predict_torch(q)
+        assert out.is_inference() and not out.requires_grad, name
+
+
+def test_compile_off_keeps_the_model_itself(tiny_model):
+    seg = FewShotSegmenter(tiny_model)
+    assert seg.strategy.model is tiny_model and seg.compile is False
+
+
+def test_compile_failure_falls_back_to_eager_with_one_warning(tiny_model, monkeypatch, caplog):
+    (img, lab), q = _episode()
+    ref = FewShotSegmenter(tiny_model)
+    ref.set_prompts([img], [lab])
+    expected = ref.predict(q)
+
+    def broken_compile(model, **kwargs):
+        def call(*a, **k):
+            raise torch._dynamo.exc.BackendCompilerFailed(lambda *x: None, RuntimeError("no C++ compiler"))
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    seg = FewShotSegmenter(tiny_model, compile=True)
+    assert isinstance(seg.strategy.model, CompiledModel)
+    seg.set_prompts([img], [lab])
+    with caplog.at_level(logging.WARNING, logger="painter_seg.utils.runtime"):
+        out = seg.predict(q)
+        again = seg.predict(q)
+    warnings = [r.getMessage() for r in caplog.records if "compile" in r.getMessage()]
+    assert len(warnings) == 1 and "\n" not in warnings[0] and "running eager" in warnings[0]
+    assert np.array_equal(out.labels, expected.labels) and np.array_equal(again.paint, expected.paint)
+
+
+def test_compiled_model_passes_model_errors_through(tiny_model, monkeypatch, caplog):
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: model)  # "compiles" to the eager model
+    cm = CompiledModel(tiny_model)
+    x = torch.zeros(1, 3, 32, 32)
+    with caplog.at_level(logging.WARNING), pytest.raises(ValueError, match="canvas must be"):
+        cm(x, x)
+    assert not caplog.records and cm.compiled is not None  # not a compile problem: no warning, still compiled
+    assert cm.img_size == tiny_model.img_size  # attributes are the model's
+
+
+def test_unknown_precision_fails_at_construction(tiny_model):
+    with pytest.raises(InputError, match="precision=fp8"):
+        FewShotSegmenter(tiny_model, precision="fp8")

@@ -1,0 +1,284 @@
+"""Prompt tuning: only the prompt learns, the model stays bit-identical, the artefact round-trips and refuses
+other models, the tuned strategy is an example pair; tune_prompt.py / segment.py strategy=tuned / the report.
+
+The model is seggpt_tiny on a 2 x (64 x 64) canvas (every code path of seggpt_tiny, a quarter of the tokens)
+so that the whole file runs in well under a minute on a 2-core CPU.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from PIL import Image
+
+from painter_seg import build_model, save_checkpoint
+from painter_seg.apps.few_shot import FewShotSegmenter
+from painter_seg.data.synthetic import generate_scene_views
+from painter_seg.errors import InputError
+from painter_seg.strategies import build_strategy
+from painter_seg.tuning import PromptTuner, TuneConfig, TunedPrompt, score_pairs, split_pairs
+from painter_seg.utils.cli import run_job
+from tests.conftest import REPO
+
+SMALL = ["net.img_size=[128,64]", "net.pretrain_img_size=64"]
+
+
+def _small_model(seed: int = 0):
+    torch.manual_seed(seed)
+    model = build_model("seggpt_tiny", pretrained=False, overrides=SMALL)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():  # random values everywhere (rel-pos tables and biases start at zero)
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    return model
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """These tensors are tiny: one thread is as fast, and much faster on a CPU shared with other jobs."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return _small_model()
+
+
+@pytest.fixture(scope="module")
+def views():
+    views = generate_scene_views(0, 6, (48, 64), num_classes=2)
+    return [(img, np.where(lab > 0, lab + 4, 0)) for img, lab in views]  # class ids 5 and 6
+
+
+@pytest.fixture(scope="module")
+def tuned(model, views):
+    """One short tuning run, recording what happens to the model meanwhile."""
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    seen = []
+    hook = model.register_forward_hook(
+        lambda m, i, o: seen.append((any(p.requires_grad for p in m.parameters()), m.training)))
+    model.train()  # the tuner must switch to eval and back
+    tuner = PromptTuner(model, TuneConfig(steps=3, batch_size=2, val_fraction=0.34, val_every=1))
+    try:
+        prompt = tuner.fit(views, class_names=["five", "six"], progress=False)
+    finally:
+        hook.remove()
+    after_training = model.training
+    model.eval()
+    return {"tuner": tuner, "prompt": prompt, "before": before, "seen": seen,
+            "after_training": after_training}
+
+
+def test_gradients_reach_only_the_prompt(model, tuned):
+    tuner = tuned["tuner"]
+    assert tuner.image.grad is not None and tuner.image.grad.abs().sum() > 0
+    assert tuner.mask.grad is not None and tuner.mask.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.parameters())
+    assert tuned["seen"] and not any(grad or training for grad, training in tuned["seen"])
+    assert all(p.requires_grad for p in model.parameters()) and tuned["after_training"]  # put back
+
+
+def test_model_weights_are_bit_identical_after_tuning(model, tuned):
+    after = model.state_dict()
+    assert set(after) == set(tuned["before"])
+    assert all(torch.equal(after[k], v) for k, v in tuned["before"].items())
+
+
+def test_prompt_learns_and_summary(tuned, views):
+    p, tuner = tuned["prompt"], tuned["tuner"]
+    assert p.class_ids == [5, 6] and p.class_names == ["five", "six"] and p.size == (64, 64)
+    assert p.palette.tolist() == [[0, 0, 0], [255, 255, 255], [255, 255, 127]]
+    s = p.summary
+    assert s["steps"] == 3 and s["train_pairs"] == 4 and s["val_pairs"] == 2 and 0 <= s["best_step"] <= 3
+    assert [r["step"] for r in tuner.history if "val_miou" in r] == [0, 1, 2, 3]  # 0 = the initial prompt
+    train, _ = split_pairs(len(views), 0.34, 0)
+    lut = np.zeros(256, np.int64)
+    lut[[5, 6]] = [1, 2]
+    init, _ = tuner.initial_prompt([views[i] for i in train], lut, p.palette)  # init="mean"
+    assert not torch.equal(tuner.image.detach()[0], init)
+    assert torch.equal(p.image, init) == (s["best_step"] == 0)  # the best validated prompt is returned
+
+
+def test_artifact_round_trips(tmp_path, model, tuned):
+    p = tuned["prompt"]
+    path = p.save(tmp_path / "scene.safetensors")
+    q = TunedPrompt.load(path, model)
+    assert torch.equal(q.image, p.image) and torch.equal(q.mask, p.mask)
+    assert np.array_equal(q.palette, p.palette) and q.palette.dtype == np.uint8
+    for key in ("class_ids", "class_names", "seg_type", "model_name", "fingerprint"):
+        assert getattr(q, key) == getattr(p, key)
+    assert q.summary == json.loads(json.dumps(p.summary))
+
+
+def test_mismatched_model_is_refused(tmp_path, model, tuned):
+    path = tuned["prompt"].save(tmp_path / "scene.safetensors")
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other.decoder_pred[3].bias.add_(1e-3)
+    msg = r"scene\.safetensors: tuned for model 'seggpt_tiny' \(weights \w+\), but the model is 'seggpt_tiny'"
+    with pytest.raises(InputError, match=msg):
+        TunedPrompt.load(path, other)
+    renamed = copy.deepcopy(model)
+    renamed.config_name = "painter_small"
+    with pytest.raises(InputError, match="but the model is 'painter_small'"):
+        TunedPrompt.load(path, renamed)
+    with pytest.raises(InputError, match="takes 224x224 prompts"):
+        TunedPrompt.load(path, build_model("seggpt_tiny", pretrained=False))
+    seg = FewShotSegmenter(other, strategy="tuned")
+    with pytest.raises(InputError, match="tuned for model"):
+        seg.set_tuned_prompt(TunedPrompt.read(path))
+    save_checkpoint(model.state_dict(), tmp_path / "weights.safetensors")
+    with pytest.raises(InputError, match="weights.safetensors: not a tuned prompt"):
+        TunedPrompt.read(tmp_path / "weights.safetensors")
+
+
+def test_tuned_strategy_is_an_example_pair(model, tuned, views):
+    """Alone it equals the plain strategy with the learned pair; with real pairs, the feature ensemble."""
+    p = tuned["prompt"]
+    q = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    plain, fe = build_strategy("plain", model), build_strategy("feature_ensemble", model)
+    strat = build_strategy("tuned", model, prompt=p)
+    plain.set_prompts(p.image[None], p.mask[None], p.seg_type)
+    extra = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert torch.equal(strat.predict_torch(q), plain.predict_torch(q))
+        strat.set_tuned(p, extra, extra.flip(1))
+        fe.set_prompts(torch.cat([p.image[None], extra]), torch.cat([p.mask[None], extra.flip(1)]), 0)
+        assert torch.equal(strat.predict_torch(q), fe.predict_torch(q))
+    seg = FewShotSegmenter(model, strategy="tuned")
+    seg.set_tuned_prompt(p, [views[0][0]], [views[0][1]])
+    out = seg.predict(views[1][0])
+    assert out.labels.shape == (48, 64) and set(np.unique(out.labels)) <= {0, 5, 6}
+    assert seg.colors == {5: (255, 255, 255), 6: (255, 255, 127)}
+    assert set(score_pairs(seg, views[:2])["per_class"]) == {5, 6}
+    with pytest.raises(InputError, match=r"mask ids \[9\] are not classes of the tuned prompt"):
+        seg.set_tuned_prompt(p, [views[0][0]], [np.where(views[0][1] == 5, 9, 0)], names=["m.png"])
+
+
+def test_fixed_scene_views_are_deterministic():
+    a, b = generate_scene_views(3, 3, (40, 48), 3), generate_scene_views(3, 3, (40, 48), 3)
+    for (ia, la), (ib, lb) in zip(a, b):
+        assert np.array_equal(ia, ib) and np.array_equal(la, lb)
+        assert ia.shape == (40, 48, 3) and set(np.unique(la)) == {0, 1, 2, 3}
+    assert not np.array_equal(a[0][0], a[1][0])
+
+
+# ------------------------------------------------------------------------------------------------ tools
+def _scene_files(root, views):
+    for sub in ("images", "masks", "targets"):
+        (root / sub).mkdir()
+    for i, (img, lab) in enumerate(views):
+        Image.fromarray(img).save(root / "images" / f"v{i}.jpg")
+        Image.fromarray(lab.astype(np.uint8)).save(root / "masks" / f"v{i}.png")
+    Image.fromarray(views[-1][0]).save(root / "targets" / "t.png")
+
+
+def _tool(name, *args):
+    return subprocess.run([sys.executable, str(REPO / "tools" / name), "model=seggpt_tiny", "device=cpu",
+                           *[f"model.{o}" for o in SMALL], *map(str, args)],
+                          capture_output=True, text=True, cwd=REPO,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_cli_tune_then_segment_with_the_tuned_prompt(tmp_path, model, views):
+    _scene_files(tmp_path, views)
+    ckpt = save_checkpoint(model.state_dict(), tmp_path / "tiny.safetensors")
+    out = tmp_path / "out" / "scene.safetensors"
+    r = _tool("tune_prompt.py", f"images={tmp_path}/images", f"masks={tmp_path}/masks", f"output={out}",
+              f"checkpoint={ckpt}", "steps=2", "batch_size=2", "val_every=1", "init=pair", "progress=false")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in out.parent.iterdir()) == [
+        "scene.safetensors", "scene_curve.png", "scene_image.png", "scene_mask.png"]
+    assert Image.open(out.parent / "scene_image.png").size == (64, 64)
+    assert TunedPrompt.load(out, model).class_ids == [5, 6]
+
+    seg_out = tmp_path / "seg"
+    r = _tool("segment.py", "strategy=tuned", f"prompt.tuned={out}", f"targets=[{tmp_path}/targets]",
+              f"output_dir={seg_out}", f"checkpoint={ckpt}")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in seg_out.iterdir()) == [
+        "summary.json", "t_mask.png", "t_overlay.png", "t_paint.png"]
+    s = json.loads((seg_out / "summary.json").read_text())
+    assert s["prompt_ids"] == {"5": [255, 255, 255], "6": [255, 255, 127]}
+    assert s["prompts"] == [{"tuned": str(out)}] and s["num_ok"] == 1
+    assert set(np.unique(np.asarray(Image.open(seg_out / "t_mask.png")))) <= {0, 5, 6}
+
+
+def _compose(name, overrides):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose(name, overrides=["model=seggpt_tiny", "device=cpu", *[f"model.{o}" for o in SMALL],
+                                        *overrides])
+
+
+def _error_line(capsys, job, cfg) -> str:
+    with pytest.raises(SystemExit) as e:
+        run_job(job, cfg)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+@pytest.mark.filterwarnings("ignore:.*no mask found")
+def test_bad_inputs_give_one_line_errors(tmp_path, capsys, model, views, tuned):
+    from painter_seg.apps.few_shot_job import run as segment
+    from painter_seg.apps.tune_job import run as tune
+
+    _scene_files(tmp_path, views[:3])
+    (tmp_path / "empty").mkdir()
+    multi = tmp_path / "multi"
+    multi.mkdir()
+    for name in ("cat_00", "dog_00"):
+        Image.fromarray(views[0][0]).save(multi / f"{name}.jpg")
+        Image.fromarray((views[0][1] > 0).astype(np.uint8)).save(multi / f"{name}.png")
+    out = f"output={tmp_path}/o/scene.safetensors"
+    cases = [
+        ([f"images={tmp_path}/nope", out], "nope: data folder not found"),
+        ([f"images={tmp_path}/images", f"masks={tmp_path}/empty", out],
+         "no image has a mask of the same name"),
+        ([f"images={tmp_path}/images", f"masks={tmp_path}/masks", f"output={tmp_path}/scene.pt"],
+         "scene.pt: the tuned prompt is a .safetensors file"),
+        ([f"images={tmp_path}/images", f"masks={tmp_path}/masks", out, "init=best"],
+         "init=best: expected one of"),
+        ([f"images={multi}", out], "holds 2 classes (cat, dog): pick the ones to tune for with classes="),
+        ([f"images={multi}", out, "classes=[cow]"], "classes: ['cow'] not found"),
+    ]
+    for args, msg in cases:
+        assert msg in _error_line(capsys, tune, _compose("tune_prompt", args))
+
+    wrong = tuned["prompt"].save(tmp_path / "other.safetensors")  # tuned for the fixture's weights, not these
+    seg_args = [f"targets=[{tmp_path}/targets]", f"output_dir={tmp_path}/seg"]
+    cases = [
+        (["strategy=tuned"], "strategy=tuned needs prompt.tuned=<file.safetensors>"),
+        ([f"prompt.tuned={wrong}"], "a tuned prompt needs strategy=tuned"),
+        (["strategy=tuned", f"prompt.tuned={tmp_path}/missing.safetensors"], "tuned prompt file not found"),
+        (["strategy=tuned", f"prompt.tuned={wrong}"], "other.safetensors: tuned for model 'seggpt_tiny'"),
+    ]
+    for args, msg in cases:
+        assert msg in _error_line(capsys, segment, _compose("segment", [*seg_args, *args]))
+
+
+def test_report_compares_tuned_prompt_with_real_pairs(tmp_path, capsys):
+    from painter_seg.apps.tune_job import run_report
+
+    out = tmp_path / "rep" / "scene.safetensors"
+    cfg = _compose("tune_prompt", ["report.scene=synthetic", "report.views=4", "report.size=[48,48]",
+                                   "report.holdout=0.4", "steps=2", "batch_size=2", "val_fraction=0",
+                                   "progress=false", f"output={out}"])
+    report = run_report(cfg)
+    assert set(report["rows"]) == {"best_single_pair", "feature_ensemble@2", "tuned",
+                                   "tuned+feature_ensemble@2"}
+    assert len(report["train"]) == 2 and len(report["held_out"]) == 2
+    assert all(0 <= row["mIoU"] <= 1 for row in report["rows"].values())
+    written = json.loads((tmp_path / "rep" / "scene_report.json").read_text())
+    assert written["rows"].keys() == report["rows"].keys()
+    assert "held-out mIoU" in capsys.readouterr().out

@@ -1,0 +1,409 @@
+"""Video propagation on a generated clip where one object leaves the frame and comes back: ids and colours
+kept, J&F reported, the CLI's palette PNGs, resume, and bad inputs (one line each, the input left untouched).
+
+Every clip is tiny (64x64, <= 8 frames) and the model is seggpt_tiny with random weights, so the predictions
+mean nothing; what is checked is what must hold for any model. The J&F of the shipped model is printed by the
+``shipped`` test (``python -m pytest -m shipped -s tests/test_video.py``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from PIL import Image
+
+from painter_seg.apps.video import VideoPropagator, object_colors
+from painter_seg.apps.video_job import propagate_video, run
+from painter_seg.codec.canvas import denormalize, resize_labels
+from painter_seg.data.synthetic import generate_clip, label_palette
+from painter_seg.evaluation import SUMMARY_KEYS, evaluate_vos
+from painter_seg.io.masks import save_label_png
+from painter_seg.io.video import Mp4Writer, missing_numbers
+from painter_seg.utils.cli import run_job
+from tests.conftest import REPO
+
+SHIPPED = REPO / "painter_seg" / "weights" / "painter_small.safetensors"
+SIZE = (64, 64)
+LEAVE_ID = 1
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def _tree(folder: Path) -> dict[str, str]:
+    """Relative path -> sha256 of every file below ``folder`` (folders listed too, hash '')."""
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        rel = str(p.relative_to(folder))
+        out[rel] = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else ""
+    return out
+
+
+def _save_palette_png(path: Path, labels: np.ndarray, palette: np.ndarray) -> None:
+    im = Image.fromarray(labels.astype(np.uint8), mode="P")
+    im.putpalette(palette.reshape(-1).tolist())
+    im.save(path)
+
+
+def _write_clip(root: Path, frames: list[np.ndarray], labels: list[np.ndarray] | None = None) -> Path:
+    """Frames as ``root/frames/00000.png``...; ground truth as DAVIS palette PNGs in ``root/gt``."""
+    fdir = root / "frames"
+    fdir.mkdir(parents=True)
+    for i, f in enumerate(frames):
+        Image.fromarray(f).save(fdir / f"{i:05d}.png")
+    if labels is not None:
+        (root / "gt").mkdir()
+        for i, lab in enumerate(labels):
+            _save_palette_png(root / "gt" / f"{i:05d}.png", lab, label_palette())
+    return fdir
+
+
+def _leave_and_return(labels: list[np.ndarray], obj: int) -> tuple[int, int]:
+    """(first frame without ``obj``, first frame after that with it again)."""
+    present = [bool((lab == obj).any()) for lab in labels]
+    gone = present.index(False)
+    return gone, present.index(True, gone)
+
+
+def propagate_clip(model: torch.nn.Module, frames_dir: Path, first_mask: np.ndarray, context_frames: int = 2
+                   ) -> list[np.ndarray]:
+    """Label maps of every frame of ``frames_dir`` propagated from ``first_mask`` on frame 0."""
+    prop = VideoPropagator(model, context_frames=context_frames)
+    state = prop.init(frames_dir)
+    prop.add_mask(state, 0, first_mask)
+    return [labels for _, labels in prop.propagate(state)]
+
+
+def score_clip(preds: list[np.ndarray], gt_dir: Path, work: Path) -> dict:
+    """DAVIS 2017 J&F of ``preds`` (written as palette PNGs named like the ground truth) via evaluate_vos."""
+    pred_dir = work / "pred" / gt_dir.name
+    pred_dir.mkdir(parents=True)
+    for i, lab in enumerate(preds):
+        save_label_png(pred_dir / f"{i:05d}.png", lab, label_palette())
+    return evaluate_vos(pred_dir, gt_dir, work / "eval")
+
+
+def clip_jf(model: torch.nn.Module, work: Path, seed: int = 3, num_frames: int = 6, context_frames: int = 2
+            ) -> dict:
+    """J&F of ``model`` on a generated clip (3 objects, object 1 leaves and comes back)."""
+    frames, labels = generate_clip(seed, num_frames, size=SIZE, num_objects=3, leave_and_return=True)
+    fdir = _write_clip(work, frames, labels)
+    preds = propagate_clip(model, fdir, labels[0], context_frames)
+    return score_clip(preds, work / "gt", work)
+
+
+# -------------------------------------------------------------------------------- the predictor API
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """6 frames, 3 objects; object 1 is gone on some frames and back later (asserted, not assumed)."""
+    frames, labels = generate_clip(3, 6, size=SIZE, num_objects=3, leave_and_return=True, leave_id=LEAVE_ID)
+    gone, back = _leave_and_return(labels, LEAVE_ID)
+    assert 0 < gone < back < len(labels) - 1
+    root = tmp_path_factory.mktemp("clip")
+    return {"frames": frames, "labels": labels, "dir": _write_clip(root, frames, labels), "root": root,
+            "gone": gone, "back": back}
+
+
+@pytest.fixture(scope="module")
+def propagated(clip, tiny_model):
+    """Propagation with K=2, recording the state's object ids and colour table at every frame."""
+    prop = VideoPropagator(tiny_model, context_frames=2)
+    state = prop.init(clip["dir"])
+    prop.add_mask(state, 0, clip["labels"][0])
+    out, ids, colors = [], [], []
+    for idx, labels in prop.propagate(state):
+        out.append((idx, labels))
+        ids.append(state.object_ids.tolist())
+        colors.append(object_colors(state.object_ids))
+    return {"out": out, "ids": ids, "colors": colors, "state": state}
+
+
+def test_ids_kept_through_leave_and_return(clip, propagated):
+    out, first = propagated["out"], clip["labels"][0]
+    assert [i for i, _ in out] == list(range(6))
+    assert np.array_equal(out[0][1], first)  # the annotated frame is the given mask
+    ids = set(np.unique(first).tolist())
+    assert ids == {0, 1, 2, 3}
+    for idx, lab in out:
+        assert lab.shape == SIZE and set(np.unique(lab).tolist()) <= ids, idx
+    # the state keeps every object, and its colour, while object 1 is out of the frame and after it is back
+    assert all(i == [1, 2, 3] for i in propagated["ids"])
+    assert all(np.array_equal(c, propagated["colors"][0]) for c in propagated["colors"])
+    assert len(propagated["state"].recent) == 2
+
+
+def test_reentering_object_is_prompted_with_its_first_colour(clip, tiny_model):
+    """Ground truth for every frame but the last (``known=``): when the last frame is predicted, object 1 is
+    back in the FIFO frames and painted there with exactly its colour in the annotated frame (ids are not
+    re-numbered by order of appearance), as are the other objects."""
+    labels = clip["labels"]
+    prop = VideoPropagator(tiny_model, context_frames=2)
+    state = prop.init(clip["dir"])
+    prop.add_mask(state, 0, labels[0])
+    prompts = []
+    set_prompts = prop.strategy.set_prompts
+
+    def record(images, masks, seg_type=0):
+        prompts.append(masks.detach().cpu().numpy())
+        set_prompts(images, masks, seg_type)
+
+    prop.strategy.set_prompts = record
+    known = {i: labels[i] for i in range(1, len(labels) - 1)}
+    out = list(prop.propagate(state, known=known))
+    assert len(prompts) == 1  # only the last frame was predicted
+    assert all(np.array_equal(lab, labels[i]) for i, lab in out[:-1])
+    masks = prompts[0]  # [anchor frame 0, frames 3 and 4 from the FIFO]
+    context_frames = [0, len(labels) - 3, len(labels) - 2]
+    assert masks.shape[0] == 3 and all(i >= clip["back"] and LEAVE_ID in labels[i] for i in context_frames[1:])
+    rgb = np.rint(np.clip(denormalize(masks.transpose(0, 2, 3, 1)), 0, 1) * 255).astype(np.uint8)
+    table = object_colors(state.object_ids)
+    for k, i in enumerate(context_frames):
+        small = resize_labels(labels[i], prop.half_size)
+        for obj in (1, 2, 3):
+            if (small == obj).any():
+                assert (rgb[k][small == obj] == table[obj]).all(), (i, obj)
+        assert (rgb[k][small == 0] == 0).all()
+
+
+def test_jf_is_reported_on_the_generated_clip(clip, propagated, tmp_path):
+    summary = score_clip([lab for _, lab in propagated["out"]], clip["root"] / "gt", tmp_path)
+    for key in SUMMARY_KEYS:
+        assert key in summary
+    for key in ("J&F-Mean", "J-Mean", "J-Recall", "F-Mean", "F-Recall"):
+        assert 0.0 <= summary[key] <= 1.0, key
+    assert summary["num_objects"] == 3
+    assert json.loads((tmp_path / "eval" / "summary.json").read_text())["J&F-Mean"] == pytest.approx(
+        summary["J&F-Mean"])
+    print(f"\nseggpt_tiny (random weights) on the leave-and-return clip: J&F {summary['J&F-Mean']:.3f}")
+
+
+@pytest.mark.shipped
+@pytest.mark.skipif(not SHIPPED.is_file(), reason=f"{SHIPPED.name} is not there (no shipped model yet)")
+def test_shipped_model_jf_on_generated_clip(tmp_path):
+    from painter_seg import build_model
+
+    summary = clip_jf(build_model("default"), tmp_path)
+    assert all(0.0 <= summary[k] <= 1.0 for k in ("J&F-Mean", "J-Mean", "F-Mean"))
+    print("\nshipped model on the leave-and-return clip: "
+          + ", ".join(f"{k} {summary[k]:.3f}" for k in SUMMARY_KEYS))
+
+
+# ------------------------------------------------------------------------------------------ the CLI
+
+IDS = (3, 7, 12)  # the user's ids: not 1..K, to see that they are kept as given
+USER_PALETTE = np.zeros((256, 3), np.uint8)
+USER_PALETTE[list(IDS)] = [(250, 20, 120), (30, 200, 90), (240, 230, 10)]  # neither DAVIS nor ours
+
+
+def _cli(*args, **env):
+    """tools/propagate.py with seggpt_tiny (random weights) on CPU, K=1 unless given."""
+    cmd = [sys.executable, str(REPO / "tools/propagate.py"), "model=seggpt_tiny", "device=cpu", "context_frames=1",
+           *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=False,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **env})
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    """One CLI run over a 6-frame clip with a palette first mask of ids 3, 7, 12 in the user's colours."""
+    root = tmp_path_factory.mktemp("cli")
+    frames, labels = generate_clip(11, 6, size=SIZE, num_objects=3, leave_and_return=True)
+    fdir = _write_clip(root, frames)
+    lut = np.array([0, *IDS])
+    first = lut[labels[0]]
+    _save_palette_png(root / "first.png", first, USER_PALETTE)
+    before = _tree(fdir)
+    out = root / "out"
+    r = _cli(f"video={fdir}", f"first_mask={root / 'first.png'}", f"output_dir={out}")
+    assert r.returncode == 0, r.stderr
+    return {"root": root, "frames": fdir, "first": first, "out": out, "input_tree": before, "stdout": r.stdout}
+
+
+def test_cli_writes_palette_pngs_named_after_the_frames(cli_run):
+    out, first = cli_run["out"], cli_run["first"]
+    names = sorted(p.stem for p in cli_run["frames"].iterdir())
+    assert sorted(p.name for p in out.iterdir()) == sorted([f"{n}.png" for n in names]
+                                                           + ["overlay.mp4", "summary.json"])
+    for n in names:
+        im = Image.open(out / f"{n}.png")
+        assert im.mode == "P" and im.size == SIZE[::-1]
+        pal = np.asarray(im.getpalette()[: 256 * 3], np.uint8).reshape(-1, 3)
+        assert np.array_equal(pal[list(IDS)], USER_PALETTE[list(IDS)])  # the first mask's colours per id
+        assert set(np.unique(np.asarray(im)).tolist()) <= {0, *IDS}
+    assert np.array_equal(np.asarray(Image.open(out / "00000.png")), first)
+    s = json.loads((out / "summary.json").read_text())
+    assert s["objects"] == list(IDS) and s["frames"] == 6 and s["written"] == 6 and s["warnings"] == []
+    assert _tree(cli_run["frames"]) == cli_run["input_tree"]
+
+
+def test_cli_resume_writes_nothing_twice(cli_run):
+    out, fdir = cli_run["out"], cli_run["frames"]
+    args = (f"video={fdir}", f"first_mask={cli_run['root'] / 'first.png'}", f"output_dir={out}")
+
+    def stamps():
+        return {p.name: (p.stat().st_mtime_ns, p.stat().st_ino) for p in sorted(out.glob("*.png"))}
+
+    before = stamps()
+    assert len(before) == 6
+    r = _cli(*args)
+    assert r.returncode == 0, r.stderr
+    assert stamps() == before  # not one PNG rewritten, frame 0 included
+    s = json.loads((out / "summary.json").read_text())
+    assert (s["written"], s["resumed"]) == (0, 6)
+    assert "(0 written, 6 resumed)" in r.stdout
+    r = _cli(*args, "overwrite=true")
+    assert r.returncode == 0, r.stderr
+    after = stamps()
+    assert all(after[n] != before[n] for n in before)  # every PNG written anew
+    s = json.loads((out / "summary.json").read_text())
+    assert (s["written"], s["resumed"]) == (6, 0)
+    assert _tree(fdir) == cli_run["input_tree"]
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+def test_cli_undecodable_mp4_is_one_error_line(tmp_path):
+    """Through the real CLI (stderr exactly as a user sees it, FFmpeg's own complaints silenced)."""
+    _, labels = generate_clip(2, 1, size=SIZE, num_objects=3)
+    _save_palette_png(tmp_path / "first.png", labels[0], label_palette())
+    (tmp_path / "bad.mp4").write_bytes(np.random.default_rng(0).bytes(4096))
+    r = _cli(f"video={tmp_path / 'bad.mp4'}", f"first_mask={tmp_path / 'first.png'}",
+             f"output_dir={tmp_path / 'out'}")
+    assert r.returncode == 2 and r.stderr.strip() == (
+        f"error: {tmp_path / 'bad.mp4'}: cannot decode video (not a video OpenCV can read)"), r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------- bad inputs, the CLI's job in-process
+
+
+def _job(capfd, *overrides) -> tuple[int, str]:
+    """The CLI's job on ``conf/propagate.yaml`` + overrides, in this process (tools/propagate.py minus the
+    interpreter start): ``(exit code, stderr)``."""
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("propagate", overrides=["model=seggpt_tiny", "device=cpu", "context_frames=0",
+                                              *map(str, overrides)])
+    capfd.readouterr()
+    with pytest.raises(SystemExit) as e:
+        run_job(run, cfg)
+    return e.value.code, capfd.readouterr().err
+
+
+@pytest.fixture
+def small_clip(tmp_path):
+    frames, labels = generate_clip(4, 4, size=SIZE, num_objects=3)
+    fdir = _write_clip(tmp_path, frames)
+    _save_palette_png(tmp_path / "first.png", labels[0], label_palette())
+    return fdir, tmp_path / "first.png", labels
+
+
+def test_bad_inputs_give_one_error_line_and_write_nothing_in_the_input(small_clip, tmp_path, capfd):
+    fdir, first, labels = small_clip
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "afile").write_text("x")
+    Image.fromarray(np.ones((32, 48), np.uint8)).save(tmp_path / "small.png")
+    Image.fromarray(np.zeros(SIZE, np.uint8)).save(tmp_path / "zeros.png")
+    ids300 = labels[0].astype(np.uint16)
+    ids300[labels[0] == 3] = 300  # three levels and background: an index map, not a binary mask
+    assert len(np.unique(ids300)) >= 3
+    Image.fromarray(ids300).save(tmp_path / "ids300.png")
+    assert Image.open(tmp_path / "ids300.png").mode.startswith("I")
+    out = tmp_path / "out"
+    cases = [
+        ([f"video={tmp_path / 'nope'}", f"first_mask={first}"], f"{tmp_path / 'nope'}: video not found"),
+        ([f"video={tmp_path / 'empty'}", f"first_mask={first}"],
+         f"{tmp_path / 'empty'}: folder holds no frames (.jpg, .jpeg, .png, .bmp, .webp)"),
+        ([f"video={fdir}", f"first_mask={tmp_path / 'small.png'}"],
+         f"{tmp_path / 'small.png'}: mask is 48x32 but the frames of {fdir} are 64x64"),
+        ([f"video={fdir}", f"first_mask={tmp_path / 'zeros.png'}"],
+         f"{tmp_path / 'zeros.png'}: first mask has no objects (all background)"),
+        ([f"video={fdir}", f"first_mask={tmp_path / 'ids300.png'}"],
+         f"{tmp_path / 'ids300.png'}: mask ids above 255 (max 300); at most 255 objects supported"),
+        ([f"video={fdir}", f"first_mask={tmp_path / 'nomask.png'}"], f"{tmp_path / 'nomask.png'}: file not found"),
+        ([f"video={fdir}", f"first_mask={first}", f"output_dir={fdir / 'out'}"],
+         f"{fdir / 'out'}: output dir is inside the input video folder {fdir}"),
+        ([f"video={fdir}", f"first_mask={first}", f"output_dir={fdir}"],
+         f"{fdir}: output dir is inside the input video folder {fdir}"),
+        ([f"video={fdir}", f"first_mask={first}", f"output_dir={tmp_path / 'afile'}"],
+         f"{tmp_path / 'afile'}: exists and is a file, not a folder"),
+    ]
+    before = _tree(fdir)
+    for args, msg in cases:
+        if not any(a.startswith("output_dir=") for a in args):
+            args = [*args, f"output_dir={out}"]
+        code, err = _job(capfd, *args)
+        assert code == 2 and err == f"error: {msg}\n", (args, err)
+        assert _tree(fdir) == before and not out.exists(), args
+
+
+def test_frame_of_another_size_stops_after_the_frames_before(small_clip, tmp_path, capfd):
+    """An error (not a warning: the masks could not be named and sized like the frames), naming that frame and
+    both sizes, when the frame is reached; the frames before it are written, so a re-run resumes."""
+    fdir, first, _ = small_clip
+    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(fdir / "00002.png")
+    before = _tree(fdir)
+    code, err = _job(capfd, f"video={fdir}", f"first_mask={first}", f"output_dir={tmp_path / 'out'}")
+    errors = [line for line in err.splitlines() if "error" in line.lower() or "Traceback" in line]
+    assert code == 2 and errors == [
+        (f"error: {fdir / '00002.png'}: frame is 64x48 but the first frame (00000.png) is 64x64; all frames "
+         "of a video must have one size")] and err.splitlines()[-1] == errors[0], err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["00000.png", "00001.png"]
+    assert _tree(fdir) == before
+
+
+def test_unreadable_frame_in_the_middle_stops_after_the_frames_before(small_clip, tmp_path, capfd):
+    fdir, first, _ = small_clip
+    (fdir / "00002.png").write_bytes(b"not a png")
+    code, err = _job(capfd, f"video={fdir}", f"first_mask={first}", f"output_dir={tmp_path / 'out'}")
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert code == 2 and len(errors) == 1 and errors[0].startswith(f"error: {fdir / '00002.png'}: "), err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["00000.png", "00001.png"]
+
+
+def test_missing_frames_warn_once_and_outputs_keep_the_frame_names(small_clip, tmp_path, capfd):
+    fdir, first, _ = small_clip
+    (fdir / "00002.png").unlink()
+    assert missing_numbers(["00000", "00001", "00003", "00006"]) == ["00002", "00004", "00005"]
+    assert missing_numbers(["a", "b"]) == [] and missing_numbers(["f_01", "g_03"]) == []
+    out = tmp_path / "out"
+    code, err = _job(capfd, f"video={fdir}", f"first_mask={first}", f"output_dir={out}")
+    warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert code == 0 and warnings == [
+        f"warning: {fdir}: 1 frame(s) missing from the numbering (00002); propagating over the gap"], err
+    assert not [line for line in err.splitlines() if line.startswith("error")]
+    assert sorted(p.name for p in out.glob("*.png")) == ["00000.png", "00001.png", "00003.png"]
+    assert json.loads((out / "summary.json").read_text())["warnings"] == [warnings[0][len("warning: "):]]
+
+
+def test_resume_refuses_an_output_dir_of_another_first_mask(small_clip, tmp_path, capfd):
+    fdir, first, labels = small_clip
+    out = tmp_path / "out"
+    out.mkdir()
+    save_label_png(out / "00000.png", (labels[0] == 1).astype(np.int64), label_palette())
+    before = _tree(out)
+    code, err = _job(capfd, f"video={fdir}", f"first_mask={first}", f"output_dir={out}")
+    assert code == 2 and err == (f"error: {out / '00000.png'}: holds another first-frame mask than {first}; "
+                                 "pass overwrite=true or another output_dir\n"), err
+    assert _tree(out) == before
+
+
+def test_mp4_input_gives_one_png_per_decoded_frame(tiny_model, tmp_path):
+    frames, labels = generate_clip(6, 4, size=SIZE, num_objects=2)
+    w = Mp4Writer(tmp_path / "clip.mp4", 10.0, SIZE)
+    for f in frames:
+        w.write(f)
+    w.close()
+    _save_palette_png(tmp_path / "first.png", labels[0], label_palette())
+    s = propagate_video(VideoPropagator(tiny_model, context_frames=0), tmp_path / "clip.mp4",
+                        tmp_path / "first.png", tmp_path / "out", show_progress=False)
+    assert s["frames"] == 4 and s["written"] == 4
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == [f"{i:05d}.png" for i in range(4)]

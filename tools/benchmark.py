@@ -1,0 +1,559 @@
+#!/usr/bin/env python
+"""Speed, memory and agreement of painter_seg's SegGPT against transformers' SegGptForImageSegmentation.
+
+    nice -n 10 python tools/benchmark.py --model seggpt_tiny --repeats 5 --json bench.json
+    python tools/benchmark.py                               # ViT-L geometry (minutes per configuration on CPU)
+    python tools/benchmark.py --model seggpt_tiny --configs 1prompt,fe4 --precisions fp32
+    python tools/benchmark.py --quality --episodes 20       # label maps of bf16/fp16 vs fp32
+
+Speed mode. A transformers ``SegGptForImageSegmentation`` is built from ``--model``'s geometry (hidden size,
+depth, heads, canvas, patch, MLP width, decoder width, ``merge_index``, ``feature_layers``), every tensor is
+randomised, the model is saved with ``save_pretrained`` and loaded into ours with
+``build_model(--model, checkpoint=<snapshot>)``: both hold the SAME weights. Per configuration
+(workload x precision [x torch.compile]) both run on the same inputs in one process: ``--warmup`` calls each,
+then ``--repeats`` timed calls, interleaved (ours, theirs, theirs, ours, ours, theirs, ...: the first of each
+pair alternates so that neither side always runs on a cache the other one warmed). Each call is one complete
+inference: ours through the strategy (``predict_torch``), theirs through ``forward``, both under
+``torch.inference_mode`` and the precision's autocast. Reported: median milliseconds per call, ours/theirs,
+peak memory of one extra (untimed) call each, and max |ours - theirs| over the painted query halves.
+
+Workloads (``--configs``):
+
+* ``1prompt``: one prompt, one target (plain).
+* ``fe4``, ``fe8``: K = 4 / 8 prompts for one target, feature ensemble. transformers gets the K prompts as a
+  batch with ``feature_ensemble=True``. transformers averages the merge block (index ``merge_index``) over both
+  streams, where the official code and ours average per stream (see seggpt_facts.md, 3.3). By default the HF
+  merge layer is given the official behaviour (``--hf-ensemble official``, same cost) so that the outputs can be
+  compared. The deviation from stock transformers is reported as ``max_abs_diff_vs_stock_hf``.
+* ``se4``: K = 4 prompts tiled 2 x 2 into one prompt half (spatial ensemble). transformers has no equivalent:
+  ours only, ratio n/a.
+* ``batch4``: 4 independent targets with one prompt in one batch (plain).
+
+Precisions: fp32 and bf16 (autocast) on CPU; on CUDA also fp16, and (``--compile auto``) each of them again
+with both models under ``torch.compile`` (``torch._dynamo.reset()`` before each compiled configuration).
+
+Peak memory is measured per configuration and per model, on one extra call after the timed ones:
+
+* CUDA: ``torch.cuda.max_memory_allocated()`` after ``reset_peak_memory_stats()``, minus the memory allocated
+  before the call (weights and inputs are not counted).
+* CPU: the peak resident set size (RSS) delta. Freed heap memory is first handed back to the kernel
+  (glibc ``malloc_trim(0)``), then the kernel's high-water mark is reset (``5`` written to
+  ``/proc/self/clear_refs``, Linux >= 4.0); the result is ``VmHWM`` after the call minus ``VmRSS`` before it.
+  Without ``clear_refs`` a thread samples ``VmRSS`` every 0.5 ms instead (may miss short peaks). Both count
+  everything the process touched during the call: activations, the output, allocator slack.
+
+Quality mode (``--quality``): ``--quality-model`` (default ``default``, the shipped model; skipped with a message
+when its weights are missing) segments ``--episodes`` generated episodes
+(``painter_seg.evaluation.runners.synthetic_episodes``) through ``FewShotSegmenter(precision=...)`` in fp32,
+bf16 and (CUDA) fp16; reported: IoU of each reduced-precision label map with the fp32 one (mean over the ids
+present in either map, then over episodes), the share of identical pixels, and each precision's foreground IoU
+against the ground truth.
+
+``--json PATH`` writes every number printed (and the raw times) to PATH.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import gc
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from painter_seg import build_model
+from painter_seg.errors import InputError
+from painter_seg.model import SegGPT
+from painter_seg.strategies import build_strategy
+from painter_seg.utils.runtime import autocast, resolve_device
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    strategy: str  # plain | feature_ensemble | spatial_ensemble
+    prompts: int  # K prompt pairs
+    targets: int  # independent query images per call
+    hf: bool = True  # transformers has an equivalent
+
+    def describe(self) -> str:
+        return f"{self.strategy}, {self.prompts} prompt(s), {self.targets} target(s)"
+
+
+WORKLOADS = {w.name: w for w in (
+    Workload("1prompt", "plain", 1, 1),
+    Workload("fe4", "feature_ensemble", 4, 1),
+    Workload("fe8", "feature_ensemble", 8, 1),
+    Workload("se4", "spatial_ensemble", 4, 1, hf=False),
+    Workload("batch4", "plain", 1, 4),
+)}
+RESULT_FIELDS = ("workload", "precision", "compile", "prompts", "targets", "ours_ms", "theirs_ms", "ratio",
+                 "ours_peak_mib", "theirs_peak_mib", "max_abs_diff")
+
+
+# --------------------------------------------------------------------------------------------- models
+def hf_config_for(model: SegGPT):
+    """A ``SegGptConfig`` with our model's geometry."""
+    import transformers
+
+    attn, mlp = model.blocks[0].attn, model.blocks[0].mlp
+    return transformers.SegGptConfig(
+        hidden_size=model.embed_dim, num_hidden_layers=model.depth, num_attention_heads=attn.num_heads,
+        image_size=list(model.img_size), patch_size=model.patch_size, mlp_dim=mlp.fc1.out_features,
+        decoder_hidden_size=model.decoder_embed_dim, pretrain_image_size=model.pretrain_grid * model.patch_size,
+        merge_index=model.merge_index, intermediate_hidden_state_indices=list(model.feature_layers),
+        layer_norm_eps=model.norm.eps, qkv_bias=attn.qkv.bias is not None,
+        use_relative_position_embeddings=attn.use_rel_pos, drop_path_rate=0.0,
+    )
+
+
+def build_pair(name: str, seed: int, snapshot_dir: Path) -> tuple[SegGPT, torch.nn.Module]:
+    """(ours, transformers) with the same random weights, both fp32, CPU, eval mode."""
+    import transformers
+
+    geometry = build_model(name, pretrained=False)
+    torch.manual_seed(seed)
+    hf = transformers.SegGptForImageSegmentation(hf_config_for(geometry)).eval()
+    del geometry
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():  # every tensor random (zero-initialised rel-pos tables and biases included)
+        for p in hf.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    hf.save_pretrained(snapshot_dir)
+    ours = build_model(name, checkpoint=snapshot_dir)  # strict load through our transformers converter
+    n_ours, n_hf = (sum(p.numel() for p in m.parameters()) for m in (ours, hf))
+    if n_ours != n_hf:
+        raise RuntimeError(f"parameter counts differ: ours {n_ours:,} vs transformers {n_hf:,}")
+    return ours, hf
+
+
+class HfMergeLayerEnsemble:
+    """Give transformers' merge layer the official per-stream feature ensemble (seggpt_facts.md, 3.3).
+
+    transformers passes ``ensemble_cond = 2 if merge_index > i else 1``; the official code treats the merge
+    block like the blocks before it (``2``). Only that one argument of that one layer changes; ``stock()``
+    temporarily restores transformers' own behaviour.
+    """
+
+    def __init__(self, hf: torch.nn.Module, enabled: bool) -> None:
+        self.layer = hf.model.encoder.layers[hf.config.merge_index]
+        self.enabled = enabled
+        eager = self.layer.forward
+
+        def forward(hidden_states, ensemble_cond, *args, **kwargs):
+            return eager(hidden_states, 2 if self.enabled else ensemble_cond, *args, **kwargs)
+
+        self.layer.forward = forward
+
+    @contextlib.contextmanager
+    def stock(self):
+        before, self.enabled = self.enabled, False
+        try:
+            yield
+        finally:
+            self.enabled = before
+
+
+# --------------------------------------------------------------------------------------------- inputs
+def smooth_inputs(n: int, h: int, w: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` smooth colour images and circle masks ``[n, 3, h, w]``, ImageNet-normalised (float32)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    imgs, masks = [], []
+    for _ in range(n):
+        a, b, c = rng.uniform(2, 8, 3)
+        img = np.stack([np.sin(a * xx + rng.uniform(0, 6)), np.cos(b * yy + rng.uniform(0, 6)),
+                        np.sin(c * (xx + yy))], -1)
+        imgs.append((img - img.min()) / (img.max() - img.min()))
+        cx, cy, r = rng.uniform(0.3, 0.7), rng.uniform(0.3, 0.7), rng.uniform(0.1, 0.3)
+        masks.append(np.repeat((((xx - cx) ** 2 + (yy - cy) ** 2) < r**2)[..., None], 3, -1).astype(float))
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    to_t = lambda a: torch.from_numpy(((np.stack(a) - mean) / std).transpose(0, 3, 1, 2)).float()
+    return to_t(imgs), to_t(masks)
+
+
+# --------------------------------------------------------------------------------------------- memory
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def _malloc_trim() -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _reset_hwm() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def cpu_memory_method() -> str:
+    if not Path("/proc/self/status").exists():
+        return "unavailable"
+    return ("peak RSS delta: malloc_trim(0), reset VmHWM via /proc/self/clear_refs, VmHWM after - VmRSS before"
+            if _reset_hwm() else "peak RSS delta: VmRSS sampled every 0.5 ms - VmRSS before")
+
+
+def peak_mib(fn: Callable[[], torch.Tensor], device: torch.device) -> float | None:
+    """Peak memory added by one call of ``fn`` (MiB); see the module docstring for the method."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        out = fn()
+        torch.cuda.synchronize(device)
+        peak = torch.cuda.max_memory_allocated(device) - base
+        del out
+        return peak / 2**20
+    if not Path("/proc/self/status").exists():
+        return None
+    _malloc_trim()
+    if _reset_hwm():
+        base = _status_kb("VmRSS")
+        out = fn()
+        peak = _status_kb("VmHWM")
+        del out
+        return max(0, peak - base) / 1024
+    base = _status_kb("VmRSS")
+    top, done = [base], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            top[0] = max(top[0], _status_kb("VmRSS"))
+            time.sleep(0.0005)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    out = fn()
+    top[0] = max(top[0], _status_kb("VmRSS"))
+    done.set()
+    t.join()
+    del out
+    return max(0, top[0] - base) / 1024
+
+
+# --------------------------------------------------------------------------------------------- speed
+def make_calls(w: Workload, ours: torch.nn.Module, hf: torch.nn.Module | None, device: torch.device,
+               precision: str, seed: int, half: tuple[int, int]):
+    """``(ours_call, theirs_call or None)``; each returns the painted query halves ``[B, 3, h, w]``."""
+    h, wd = half
+    prompts, masks = smooth_inputs(w.prompts, h, wd, seed)
+    queries, _ = smooth_inputs(w.targets, h, wd, seed + 1)
+    prompts, masks, queries = prompts.to(device), masks.to(device), queries.to(device)
+    strategy = build_strategy(w.strategy, ours)
+    strategy.set_prompts(prompts, masks, seg_type=1)  # instance: transformers' default embedding type
+
+    def ours_call() -> torch.Tensor:
+        with torch.inference_mode(), autocast(device, precision):
+            return strategy.predict_torch(queries)
+
+    if hf is None or not w.hf:
+        return ours_call, None
+
+    def theirs_call() -> torch.Tensor:
+        with torch.inference_mode(), autocast(device, precision):
+            if w.strategy == "feature_ensemble":
+                pred = hf(pixel_values=queries.expand(w.prompts, -1, -1, -1), prompt_pixel_values=prompts,
+                          prompt_masks=masks, feature_ensemble=True, embedding_type="instance").pred_masks
+                return pred[:1, :, h:]  # every row carries the same query half
+            b = queries.shape[0]
+            pred = hf(pixel_values=queries, prompt_pixel_values=prompts.expand(b, -1, -1, -1),
+                      prompt_masks=masks.expand(b, -1, -1, -1), embedding_type="instance").pred_masks
+            return pred[:, :, h:]
+
+    return ours_call, theirs_call
+
+
+def _timed(fn: Callable[[], torch.Tensor], device: torch.device) -> tuple[float, torch.Tensor]:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t = time.perf_counter()
+    out = fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - t) * 1e3, out
+
+
+def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).abs().max())
+
+
+def run_config(w: Workload, precision: str, compiled: bool, ours: SegGPT, hf, merge_fix, args,
+               device: torch.device) -> dict:
+    half = (ours.img_size[0] // 2, ours.img_size[1])
+    res: dict = {"workload": w.name, "precision": precision, "compile": compiled, "prompts": w.prompts,
+                 "targets": w.targets, "strategy": w.strategy}
+    ours_m, hf_m = ours, (hf if w.hf else None)
+    if compiled:
+        torch._dynamo.reset()
+        ours_m = torch.compile(ours)
+        hf_m = torch.compile(hf) if hf_m is not None else None
+    ours_call, theirs_call = make_calls(w, ours_m, hf_m, device, precision, args.seed, half)
+    warmup = max(args.warmup, 2 if compiled else 0)  # compiling happens during the first call
+    for _ in range(warmup):
+        ours_call()
+        if theirs_call:
+            theirs_call()
+    t_ours, t_theirs = [], []
+    out_ours = out_theirs = None
+    for i in range(args.repeats):
+        order = [("ours", ours_call), ("theirs", theirs_call)]
+        if i % 2:
+            order.reverse()
+        for who, fn in order:
+            if fn is None:
+                continue
+            ms, out = _timed(fn, device)
+            if who == "ours":
+                t_ours.append(ms)
+                out_ours = out
+            else:
+                t_theirs.append(ms)
+                out_theirs = out
+    res["ours_times_ms"] = [round(t, 3) for t in t_ours]
+    res["theirs_times_ms"] = [round(t, 3) for t in t_theirs]
+    res["ours_ms"] = round(statistics.median(t_ours), 3)
+    res["theirs_ms"] = round(statistics.median(t_theirs), 3) if t_theirs else None
+    res["ratio"] = round(res["ours_ms"] / res["theirs_ms"], 3) if t_theirs else None
+    res["ours_peak_mib"] = _round(peak_mib(ours_call, device)) if args.memory else None
+    res["theirs_peak_mib"] = _round(peak_mib(theirs_call, device)) if args.memory and theirs_call else None
+    res["max_abs_diff"] = _max_diff(out_ours, out_theirs) if out_theirs is not None else None
+    if w.strategy == "feature_ensemble" and theirs_call is not None and not compiled:
+        if merge_fix.enabled:
+            with merge_fix.stock():
+                res["max_abs_diff_vs_stock_hf"] = _max_diff(out_ours, theirs_call())
+        else:
+            res["max_abs_diff_vs_stock_hf"] = res["max_abs_diff"]
+    return res
+
+
+def _round(x: float | None, nd: int = 1) -> float | None:
+    return None if x is None else round(x, nd)
+
+
+def _fmt(x, spec: str) -> str:
+    """``x`` formatted with ``spec``; None as a right-aligned n/a of the same width."""
+    width = int("".join(c for c in spec.split(".")[0] if c.isdigit()) or 0)
+    return f"{'n/a':>{width}}" if x is None else format(x, spec)
+
+
+def print_row(name: str, r: dict) -> None:
+    if "skipped" in r:
+        print(f"{name:<24} skipped: {r['skipped']}", flush=True)
+        return
+    print(f"{name:<24} {_fmt(r['ours_ms'], '10.1f')} {_fmt(r['theirs_ms'], '10.1f')} "
+          f"{_fmt(r['ratio'], '7.2f')} {_fmt(r['ours_peak_mib'], '9.1f')} "
+          f"{_fmt(r['theirs_peak_mib'], '10.1f')} {_fmt(r['max_abs_diff'], '10.2e')}", flush=True)
+
+
+def speed(args, device: torch.device) -> dict:
+    names = [c.strip() for c in args.configs.split(",") if c.strip()]
+    bad = [c for c in names if c not in WORKLOADS]
+    if bad:
+        raise InputError(f"--configs: unknown {bad}; available: {', '.join(WORKLOADS)}")
+    precisions = [p.strip() for p in args.precisions.split(",")] if args.precisions else (
+        ["fp32", "bf16", "fp16"] if device.type == "cuda" else ["fp32", "bf16"])
+    bad = [p for p in precisions if p not in ("fp32", "bf16", "fp16")]
+    if bad:
+        raise InputError(f"--precisions: unknown {bad}; expected fp32, bf16, fp16")
+    compile_modes = {"off": [False], "on": [False, True], "auto": [False, True] if device.type == "cuda"
+                     else [False]}[args.compile]
+
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    with tempfile.TemporaryDirectory(prefix="bench_snapshot_") as tmp:
+        t = time.perf_counter()
+        ours, hf = build_pair(args.model, args.seed, Path(tmp) / "snapshot")
+        print(f"built {args.model} twice with the same random weights "
+              f"({sum(p.numel() for p in ours.parameters()):,} params) in {time.perf_counter() - t:.1f}s")
+    ours, hf = ours.to(device), hf.to(device)
+    merge_fix = HfMergeLayerEnsemble(hf, enabled=args.hf_ensemble == "official")
+    meta = {
+        "model": args.model, "device": str(device), "device_name": _device_name(device),
+        "torch": torch.__version__, "transformers": _hf_version(), "python": platform.python_version(),
+        "threads": torch.get_num_threads(), "repeats": args.repeats, "warmup": args.warmup,
+        "params": sum(p.numel() for p in ours.parameters()), "canvas": list(ours.img_size),
+        "hf_feature_ensemble": args.hf_ensemble, "timing": "median of interleaved calls, ms",
+        "memory_method": (("CUDA max_memory_allocated delta" if device.type == "cuda" else cpu_memory_method())
+                          if args.memory else "off"),
+    }
+    print(f"device {meta['device_name']}, torch {meta['torch']}, transformers {meta['transformers']}, "
+          f"{meta['threads']} threads; memory: {meta['memory_method']}")
+    print(f"{'configuration':<24} {'ours ms':>10} {'theirs ms':>10} {'ratio':>7} {'ours MiB':>9} "
+          f"{'theirs MiB':>10} {'max|diff|':>10}")
+    results: dict[str, dict] = {}
+    for compiled in compile_modes:
+        for precision in precisions:
+            for name in names:
+                key = f"{name}/{precision}" + ("+compile" if compiled else "")
+                w = WORKLOADS[name]
+                if precision == "fp16" and device.type != "cuda":
+                    results[key] = {"workload": name, "precision": precision, "compile": compiled,
+                                    "skipped": "fp16 autocast needs CUDA"}
+                else:
+                    try:
+                        results[key] = run_config(w, precision, compiled, ours, hf, merge_fix, args, device)
+                    except Exception as e:  # a failed compile must not end the whole run
+                        if not compiled:
+                            raise
+                        msg = (str(e).strip().splitlines() or [""])[0][:160]
+                        results[key] = {"workload": name, "precision": precision, "compile": compiled,
+                                        "skipped": f"torch.compile failed: {type(e).__name__}: {msg}"}
+                print_row(key, results[key])
+    return {"meta": meta, "results": results}
+
+
+# --------------------------------------------------------------------------------------------- quality
+def _ids_iou(a: np.ndarray, b: np.ndarray) -> float:
+    ious = []
+    for i in np.union1d(np.unique(a), np.unique(b)):
+        x, y = a == i, b == i
+        ious.append((x & y).sum() / max(1, (x | y).sum()))
+    return float(np.mean(ious))
+
+
+def _fg_iou(pred: np.ndarray, gt: np.ndarray) -> float:
+    ids = [i for i in np.unique(gt) if i > 0]
+    if not ids:
+        return float("nan")
+    return float(np.mean([((pred == i) & (gt == i)).sum() / max(1, ((pred == i) | (gt == i)).sum())
+                          for i in ids]))
+
+
+def quality(args, device: torch.device) -> dict:
+    from painter_seg.apps.few_shot import FewShotSegmenter
+    from painter_seg.evaluation.runners import synthetic_episodes
+
+    try:
+        model = build_model(args.quality_model, checkpoint=args.checkpoint, device=device)
+    except InputError as e:  # CheckpointError included: e.g. the shipped weights are not there yet
+        print(f"quality: skipped, model {args.quality_model!r} has no usable weights ({e})")
+        return {"skipped": str(e)}
+    precisions = ["fp32", "bf16"] + (["fp16"] if device.type == "cuda" else [])
+    strategy = "plain" if args.shots == 1 else "feature_ensemble"
+    size = (model.img_size[1], model.img_size[1])
+    labels: dict[str, list[np.ndarray]] = {p: [] for p in precisions}
+    gts = []
+    t = time.perf_counter()
+    for ep in synthetic_episodes(args.episodes, args.shots, args.seed, size=size):
+        gts.append(ep.query[1])
+        for p in precisions:
+            seg = FewShotSegmenter(model, strategy=strategy, seg_type=ep.seg_type, precision=p)
+            seg.set_prompts([im for im, _ in ep.prompts], [m for _, m in ep.prompts])
+            labels[p].append(seg.predict(ep.query[0]).labels)
+    out: dict = {"model": args.quality_model, "checkpoint": args.checkpoint, "episodes": args.episodes,
+                 "shots": args.shots, "strategy": strategy, "device": str(device),
+                 "seconds": round(time.perf_counter() - t, 1), "precisions": {}}
+    print(f"quality: {args.quality_model}, {args.episodes} episodes, {strategy}@{args.shots}, {device}")
+    print(f"{'precision':<10} {'IoU vs fp32 (mean)':>19} {'(min)':>7} {'same pixels':>12} {'fg IoU vs GT':>13}")
+    for p in precisions:
+        ious = [_ids_iou(a, b) for a, b in zip(labels[p], labels["fp32"])]
+        same = [float((a == b).mean()) for a, b in zip(labels[p], labels["fp32"])]
+        gt_iou = float(np.nanmean([_fg_iou(a, g) for a, g in zip(labels[p], gts)]))
+        out["precisions"][p] = {"iou_vs_fp32_mean": round(float(np.mean(ious)), 5),
+                                "iou_vs_fp32_min": round(float(np.min(ious)), 5),
+                                "same_pixels": round(float(np.mean(same)), 5), "fg_iou_vs_gt": round(gt_iou, 5)}
+        q = out["precisions"][p]
+        print(f"{p:<10} {q['iou_vs_fp32_mean']:>19.4f} {q['iou_vs_fp32_min']:>7.4f} {q['same_pixels']:>12.4f} "
+              f"{q['fg_iou_vs_gt']:>13.4f}")
+    return out
+
+
+# --------------------------------------------------------------------------------------------- main
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
+
+
+def _hf_version() -> str | None:
+    try:
+        import transformers
+
+        return transformers.__version__
+    except ImportError:
+        return None
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="seggpt_vit_large",
+                    help="model config (conf/model/<name>.yaml); seggpt_tiny for a quick run")
+    ap.add_argument("--configs", default=",".join(WORKLOADS),
+                    help=f"comma-separated workloads out of {', '.join(WORKLOADS)}")
+    ap.add_argument("--precisions", default=None,
+                    help="comma-separated fp32,bf16,fp16 (default fp32,bf16 on CPU; + fp16 on CUDA)")
+    ap.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
+                    help="also run every configuration under torch.compile (auto: on CUDA only)")
+    ap.add_argument("--repeats", type=int, default=5, help="timed calls per model and configuration")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed calls per model first")
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--hf-ensemble", choices=("official", "stock"), default="official",
+                    help="transformers' merge layer under feature ensemble: official per-stream averaging "
+                         "(comparable outputs) or transformers' own")
+    ap.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory calls")
+    ap.add_argument("--json", type=Path, default=None, help="write all results to this file")
+    ap.add_argument("--quality", action="store_true",
+                    help="instead of speed: label maps of bf16 (and fp16 on CUDA) vs fp32 on generated episodes")
+    ap.add_argument("--quality-model", default="default", help="model config for --quality")
+    ap.add_argument("--checkpoint", default=None, help="weights for --quality-model (default: its own)")
+    ap.add_argument("--episodes", type=int, default=20, help="generated episodes for --quality")
+    ap.add_argument("--shots", type=int, default=1, help="prompts per episode for --quality")
+    args = ap.parse_args(argv)
+    if args.repeats < 1 or args.warmup < 0:
+        ap.error("--repeats must be >= 1 and --warmup >= 0")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)  # rows appear as they are measured, also through a pipe
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not args.quality:
+        try:
+            import transformers  # noqa: F401
+        except ImportError:
+            print("error: the speed benchmark compares with transformers: pip install transformers",
+                  file=sys.stderr)
+            return 2
+    try:
+        device = resolve_device(args.device)
+        report = quality(args, device) if args.quality else speed(args, device)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        doc = {"mode": "quality", "quality": report} if args.quality else {"mode": "speed", **report}
+        args.json.write_text(json.dumps(doc, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
