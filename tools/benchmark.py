@@ -299,7 +299,7 @@ def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def run_config(w: Workload, precision: str, compiled: bool, ours: SegGPT, hf, merge_fix, args,
                device: torch.device) -> dict:
-    half = (ours.img_size[0] // 2, ours.img_size[1])
+    half = ours.half_size
     res: dict = {"workload": w.name, "precision": precision, "compile": compiled, "prompts": w.prompts,
                  "targets": w.targets, "strategy": w.strategy}
     ours_m, hf_m = ours, (hf if w.hf else None)

@@ -274,6 +274,11 @@ class SegGPT(nn.Module):
         x = x.reshape(x.shape[0], hp, wp, p, p, channels)
         return torch.einsum("nhwpqc->nchpwq", x).reshape(x.shape[0], channels, hp * p, wp * p)
 
+    @property
+    def half_size(self) -> tuple[int, int]:
+        """(h, w) of one canvas half: the size prompts and queries are resized to."""
+        return self.img_size[0] // 2, self.img_size[1]
+
     def query_mask(self, device: torch.device | str | None = None) -> torch.Tensor:
         """``[1, L]`` bool: True on the query (bottom) half of the patch grid, as the official engine."""
         m = torch.zeros(1, self.num_patches, dtype=torch.bool, device=device)

@@ -54,7 +54,7 @@ class InContextStrategy(ABC):
     @property
     def half_size(self) -> tuple[int, int]:
         """(h, w) of one canvas half: the size prompts and queries are resized to."""
-        return self.model.img_size[0] // 2, self.model.img_size[1]
+        return self.model.half_size
 
     @property
     def device(self) -> torch.device:

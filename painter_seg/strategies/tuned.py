@@ -68,7 +68,7 @@ class TunedPrompt:
         """Raise :class:`InputError` (one line naming ``source``) unless ``model`` is the model this prompt
         was tuned for: same config name, same weights, same prompt-half size."""
         name = str(getattr(model, "config_name", type(model).__name__))
-        half = (model.img_size[0] // 2, model.img_size[1])
+        half = model.half_size
         if half != self.size:
             raise InputError(f"{source}: prompt is {self.size[0]}x{self.size[1]} but model {name!r} takes "
                              f"{half[0]}x{half[1]} prompts; tune a prompt for this model")

@@ -257,7 +257,7 @@ class Trainer:
         _seed_all(self.seed + 1000 * self.rank)  # per-rank stream (drop path) from here on
 
         # data
-        self.half_size = (self.net.img_size[0] // 2, self.net.img_size[1])
+        self.half_size = self.net.half_size
         try:
             self.dataset: Dataset = build_train_dataset(cfg.data, self.half_size, self.seed)
         except MissingMandatoryValue as e:

@@ -232,7 +232,7 @@ class PromptTuner:
 
     @property
     def half_size(self) -> tuple[int, int]:
-        return self.model.img_size[0] // 2, self.model.img_size[1]
+        return self.model.half_size
 
     @property
     def device(self) -> torch.device:
