@@ -183,6 +183,16 @@ def _download_hf(spec: str) -> Path:  # pragma: no cover - needs network, never 
     return Path(hf_hub_download(repo_id=repo_id, filename=filename))
 
 
+def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """``(tensors, header metadata)`` of a safetensors file; :class:`CheckpointError` (one line) if unreadable."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+        return load_file(str(path)), meta
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({_one_line(e)})") from e
+
+
 def read_state_dict(source: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Read tensors (original key names) and metadata from any supported checkpoint source, safely.
 
@@ -193,12 +203,7 @@ def read_state_dict(source: str | os.PathLike) -> tuple[dict[str, torch.Tensor],
     path = resolve_source(source)
     meta: dict[str, str] = {}
     if path.suffix == ".safetensors":
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = dict(f.metadata() or {})
-            sd = load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as e:
-            raise CheckpointError(f"{path}: not a readable safetensors file ({_one_line(e)})") from e
+        sd, meta = read_safetensors(path)
     else:
         try:
             obj = torch.load(str(path), map_location="cpu", weights_only=True)

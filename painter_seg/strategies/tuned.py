@@ -15,10 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import save_file
 
-from ..checkpoint import weights_fingerprint
+from ..checkpoint import read_safetensors, weights_fingerprint
 from ..errors import InputError
 from ..io.files import atomic_path
 from ..model import SegGPT
@@ -101,12 +100,7 @@ class TunedPrompt:
         path = Path(path)
         if not path.is_file():
             raise InputError(f"{path}: tuned prompt file not found")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = dict(f.metadata() or {})
-            tensors = load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as e:
-            raise InputError(f"{path}: not a readable safetensors file ({' '.join(str(e).split())})") from e
+        tensors, meta = read_safetensors(path)
         if meta.get("format") != FORMAT or set(tensors) != {"image", "mask"}:
             raise InputError(f"{path}: not a tuned prompt (expected a safetensors file written by "
                              "tools/tune_prompt.py)")
