@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from ..codec.canvas import IMAGENET_MEAN, IMAGENET_STD
 from .base import InContextStrategy, PromptSet
+from .plain import PlainStrategy
 
 
 def tile_prompts(x: torch.Tensor, n: int, mode: str) -> torch.Tensor:
@@ -38,19 +39,15 @@ def tile_prompts(x: torch.Tensor, n: int, mode: str) -> torch.Tensor:
     return grid
 
 
-class SpatialEnsembleStrategy(InContextStrategy):
+class SpatialEnsembleStrategy(PlainStrategy):
     """K prompts subsampled into an n x n grid (n = ceil(sqrt(K))) in the prompt half: one forward per query,
     cost independent of K, detail lost as K grows. K = 1 is exactly the plain strategy."""
 
     name = "spatial_ensemble"
 
+    def _check_num_prompts(self, k: int) -> None:  # any K >= 1: they share one prompt half
+        InContextStrategy._check_num_prompts(self, k)
+
     def _prepare(self, prompts: PromptSet) -> tuple[torch.Tensor, torch.Tensor]:
         n = math.ceil(math.sqrt(prompts.num_prompts))
         return tile_prompts(prompts.images, n, "bicubic"), tile_prompts(prompts.masks, n, "nearest")
-
-    @torch.inference_mode()  # inference only; _forward itself stays differentiable
-    def predict_torch(self, queries: torch.Tensor) -> torch.Tensor:
-        imgs, masks = self._require_prompts()
-        b = queries.shape[0]
-        return self._forward(imgs.expand(b, -1, -1, -1), masks.expand(b, -1, -1, -1),
-                             queries.to(imgs.device, imgs.dtype), feature_ensemble=False)
