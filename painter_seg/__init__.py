@@ -3,5 +3,5 @@ from .build import build_model
 from .checkpoint import load_checkpoint, save_checkpoint
 from .errors import CheckpointError, InputError
 
-__all__ = ["build_model", "load_checkpoint", "save_checkpoint", "InputError", "CheckpointError"]
+__all__ = ["CheckpointError", "InputError", "build_model", "load_checkpoint", "save_checkpoint"]
 __version__ = "0.1.0"

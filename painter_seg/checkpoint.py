@@ -19,15 +19,15 @@ import json
 import os
 import pickle
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Mapping
 
 import torch
-import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
+from torch import nn
 
 from .errors import CheckpointError
 
@@ -208,7 +208,7 @@ def read_state_dict(source: str | os.PathLike) -> tuple[dict[str, torch.Tensor],
         try:
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as e:
-            found = re.search(r"unsupported global[^\n]*?(?= whose|\.?$)", str(e), re.I | re.M)
+            found = re.search(r"unsupported global[^\n]*?(?= whose|\.?$)", str(e), re.IGNORECASE | re.MULTILINE)
             if found is None:
                 raise CheckpointError(f"{path}: not a readable torch checkpoint (corrupt pickle)") from e
             raise CheckpointError(

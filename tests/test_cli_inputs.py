@@ -33,7 +33,7 @@ def test_image_formats_are_all_segmented(tmp_path):
     t.mkdir()
     rgba = np.dstack([q, np.full(q.shape[:2], 200, np.uint8)])
     Image.fromarray(rgba, "RGBA").save(t / "rgba.png")
-    Image.fromarray((q[..., 1].astype(np.uint16) * 257)).save(t / "grey16.png")
+    Image.fromarray(q[..., 1].astype(np.uint16) * 257).save(t / "grey16.png")
     Image.fromarray(q).convert("L").save(t / "grey8.png")
     Image.fromarray(q).convert("P", palette=Image.Palette.ADAPTIVE, colors=32).save(t / "pal.png")
     assert [Image.open(t / f).mode for f in ("rgba.png", "grey8.png", "pal.png")] == ["RGBA", "L", "P"]

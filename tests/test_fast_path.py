@@ -72,3 +72,38 @@ def test_compiled_model_passes_model_errors_through(tiny_model, monkeypatch, cap
 def test_unknown_precision_fails_at_construction(tiny_model):
     with pytest.raises(InputError, match="precision=fp8"):
         FewShotSegmenter(tiny_model, precision="fp8")
+
+
+def test_inference_forward_reuses_one_bias_buffer_and_is_bit_identical(tiny_model, monkeypatch):
+    """Without autograd the blocks write their rel-pos bias into one shared buffer; the result is bit-identical
+    to fresh bias tensors, and within float rounding of the autograd forward (SDPA picks another kernel there)."""
+    from painter_seg.model import layers, seggpt
+
+    n = 2
+    h, w = tiny_model.img_size
+    g = torch.Generator().manual_seed(1)
+    imgs, tgts = (torch.randn(n, 3, h, w, generator=g) for _ in range(2))
+    mask = tiny_model.query_mask()
+    with torch.enable_grad():
+        grad_ref = tiny_model(imgs, tgts, mask, feature_ensemble=True).detach()
+    with monkeypatch.context() as m, torch.inference_mode():
+        m.setattr(seggpt, "BiasWorkspace", lambda: None)  # every block allocates its own bias
+        ref = tiny_model(imgs, tgts, mask, feature_ensemble=True)
+
+    allocations = []
+    real_take = layers.BiasWorkspace.take
+
+    def take(self, shape, dtype, device):
+        before = self._buf
+        out = real_take(self, shape, dtype, device)
+        allocations.append(self._buf is not before)
+        return out
+
+    monkeypatch.setattr(layers.BiasWorkspace, "take", take)
+    with torch.inference_mode():
+        out = tiny_model(imgs, tgts, mask, feature_ensemble=True)
+    assert torch.equal(out, ref)
+    assert torch.allclose(out, grad_ref, atol=1e-5, rtol=0)
+    # one allocation (the first block, 2N streams); every later block, before and after the merge, reuses it
+    assert allocations[0] and not any(allocations[1:])
+    assert len(allocations) == len(tiny_model.blocks)

@@ -315,10 +315,9 @@ def test_atomic_path(tmp_path):
         assert tmp.parent == tmp_path and tmp.suffix == ".json" and tmp != target
         tmp.write_text("new")
     assert target.read_text() == "new"
-    with pytest.raises(RuntimeError):
-        with atomic_path(target) as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("boom")
     assert target.read_text() == "new"  # untouched
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]  # no temporary left behind
     atomic_write_bytes(tmp_path / "b.bin", b"\x00\x01")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from painter_seg import build_model
-from painter_seg.checkpoint import load_checkpoint, save_checkpoint
+from painter_seg.checkpoint import save_checkpoint
 
 transformers = pytest.importorskip("transformers")
 
@@ -38,7 +38,7 @@ def _real_looking(n, size, seed):
         imgs.append(img)
         masks.append(m)
     mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
-    to_t = lambda a: torch.from_numpy(((np.stack(a) - mean) / std).transpose(0, 3, 1, 2)).float()  # noqa: E731
+    to_t = lambda a: torch.from_numpy(((np.stack(a) - mean) / std).transpose(0, 3, 1, 2)).float()
     return to_t(imgs), to_t(masks)
 
 

@@ -1,6 +1,7 @@
 """Strategies over one shared model: equivalences between them, prompt preparation, errors."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -65,6 +66,23 @@ def test_tiling_layout():
     grid3 = tile_prompts(x[:3], 2, "nearest")  # empty cell = black in pixel space
     black = -0.485 / 0.229
     assert abs(grid3[0, 0, 7, 7].item() - black) < 1e-6
+
+
+def test_tensor_and_array_tilers_cut_the_same_cells():
+    """strategies.tile_prompts (tensors, inference) and codec.tile_grid (arrays) share cell_bounds."""
+    from painter_seg.codec import tile_grid
+
+    h, w, n, k = 100, 70, 3, 7  # neither side divisible by 3: the last row / column takes the remainder
+    ids = torch.arange(1, k + 1, dtype=torch.float32)
+    x = ids.view(k, 1, 1, 1).expand(k, 3, h, w).contiguous()  # the grid has the prompts' size
+    grid = tile_prompts(x, n, "nearest")[0, 0]
+    arrays = [np.full((h, w, 3), i, dtype=np.uint8) for i in range(1, k + 1)]
+    ref = tile_grid(arrays, n, kind="mask", size=(h, w))[..., 0]
+    black = -0.485 / 0.229
+    ours = torch.where((grid - black).abs() < 1e-6, torch.zeros_like(grid), grid).round().numpy()
+    assert ours.shape == ref.shape == (h, w)
+    np.testing.assert_array_equal(ours, ref)
+    assert (ref[:33, :23] == 1).all() and (ref[66:, 46:] == 0).all() and ref[66, 0] == 7
 
 
 def test_errors(tiny_model):

@@ -7,8 +7,8 @@
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -21,7 +21,11 @@ from ..codec.canvas import (
     resize_labels,
     resize_paint,
 )
-from ..codec.palette import build_palette, compact_labels, decode_paint, expand_labels, labels_to_colors
+from ..codec.palette import (
+    build_palette,
+    decode_paint,
+    labels_to_colors,
+)
 from ..errors import InputError
 from ..model import SegGPT
 from ..strategies import InContextStrategy, TunedPrompt, TunedPromptStrategy, build_strategy
@@ -265,7 +269,7 @@ class FewShotSegmenter:
         for img, lab in zip(imgs, labels):
             p_imgs.append(normalize(resize_image(img, (h, w))))
             p_masks.append(normalize(resize_color_mask(labels_to_colors(lut[lab], self.palette), (h, w))))
-        to_t = lambda a: torch.from_numpy(np.stack(a).transpose(0, 3, 1, 2)).float()  # noqa: E731
+        to_t = lambda a: torch.from_numpy(np.stack(a).transpose(0, 3, 1, 2)).float()
         return to_t(p_imgs), to_t(p_masks)
 
     # ------------------------------------------------------------------ prediction

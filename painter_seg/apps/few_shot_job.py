@@ -5,9 +5,9 @@ import glob
 import json
 import logging
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 from omegaconf import DictConfig

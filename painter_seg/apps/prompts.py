@@ -1,7 +1,7 @@
 """Rough prompts: a box or a scribble turned into a prompt mask (GrabCut on the prompt image)."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -23,7 +23,7 @@ def box_to_mask(image: np.ndarray, box: Sequence[float], refine: bool = True, it
     h, w = image.shape[:2]
     if len(box) != 4:
         raise InputError(f"box {list(box)}: expected 4 numbers x0,y0,x1,y1")
-    x0, y0, x1, y1 = (int(round(float(v))) for v in box)
+    x0, y0, x1, y1 = (round(float(v)) for v in box)
     x0, x1 = max(0, min(x0, x1)), min(w, max(x0, x1))
     y0, y1 = max(0, min(y0, y1)), min(h, max(y0, y1))
     if x1 - x0 < 2 or y1 - y0 < 2:

@@ -289,8 +289,12 @@ def resize_paint(paint: np.ndarray, size: Sequence[int], mode: str = "bilinear")
     raise ValueError(f"mode must be 'bilinear' or 'nearest', got {mode!r}")
 
 
-def _cell_bounds(length: int, n: int) -> list[int]:
-    """n cells of ``length // n``; the last one takes the remainder."""
+def cell_bounds(length: int, n: int) -> list[int]:
+    """Edges of n grid cells along one axis: n cells of ``length // n``, the last one takes the remainder.
+
+    The one definition of the spatial-ensemble grid: :func:`tile_grid` / :func:`untile_grid` (arrays) and
+    :func:`painter_seg.strategies.spatial_ensemble.tile_prompts` (tensors) cut the same cells.
+    """
     step = length // n
     if step == 0:
         raise ValueError(f"cannot split {length} px into {n} cells")
@@ -348,7 +352,7 @@ def tile_grid(
         raise ValueError(f"kind must be 'image' or 'mask', got {kind!r}")
     first = np.asarray(items[0])
     h, w = _check_size(size) if size is not None else first.shape[:2]
-    ys, xs = _cell_bounds(h, n), _cell_bounds(w, n)
+    ys, xs = cell_bounds(h, n), cell_bounds(w, n)
     grid = np.zeros((h, w) + first.shape[2:], dtype=first.dtype)
     for i, item in enumerate(items):
         r, c = divmod(i, n)
@@ -373,7 +377,7 @@ def untile_grid(
     grid = np.asarray(grid)
     if k < 0 or k > n * n:
         raise ValueError(f"cannot take {k} cells from a {n}x{n} grid")
-    ys, xs = _cell_bounds(grid.shape[0], n), _cell_bounds(grid.shape[1], n)
+    ys, xs = cell_bounds(grid.shape[0], n), cell_bounds(grid.shape[1], n)
     out = []
     for i in range(k):
         r, c = divmod(i, n)

@@ -31,14 +31,14 @@ from __future__ import annotations
 import os
 import re
 import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from ..errors import InputError
 
-PathLike = Union[str, os.PathLike]
-Pair = Tuple[Path, Path]
-FewShotDataset = Dict[str, List[Pair]]
+PathLike = str | os.PathLike
+Pair = tuple[Path, Path]
+FewShotDataset = dict[str, list[Pair]]
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 MASK_SUFFIXES = ("_target", "_mask", "_label", "_gt")
@@ -49,8 +49,15 @@ MASK_DIR_NAMES = (
 LAYOUTS = ("auto", "fss1000", "perseg", "flat_pairs", "images_masks", "davis")
 
 __all__ = [
-    "FewShotDataset", "IMAGE_EXTS", "LAYOUTS", "DavisSequences", "davis_sequence", "detect_layout",
-    "list_davis_sequences", "load_fewshot_folder", "pair_folders",
+    "IMAGE_EXTS",
+    "LAYOUTS",
+    "DavisSequences",
+    "FewShotDataset",
+    "davis_sequence",
+    "detect_layout",
+    "list_davis_sequences",
+    "load_fewshot_folder",
+    "pair_folders",
 ]
 
 
@@ -60,20 +67,20 @@ def _natural_key(text: str) -> list:
             for tok in re.split(r"(\d+)", text) if tok]
 
 
-def _images(folder: Path) -> List[Path]:
+def _images(folder: Path) -> list[Path]:
     """Image files directly inside ``folder`` (hidden files left out), naturally sorted."""
     files = [p for p in folder.iterdir()
              if p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")]
     return sorted(files, key=lambda p: _natural_key(p.name))
 
 
-def _subdirs(folder: Path) -> List[Path]:
+def _subdirs(folder: Path) -> list[Path]:
     """Visible sub-folders of ``folder``, naturally sorted."""
     dirs = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
     return sorted(dirs, key=lambda p: _natural_key(p.name))
 
 
-def _find_dir(root: Path, names: Sequence[str]) -> Optional[Path]:
+def _find_dir(root: Path, names: Sequence[str]) -> Path | None:
     """First sub-folder of ``root`` whose lower-cased name is in ``names`` (in ``names`` order)."""
     by_name = {p.name.lower(): p for p in _subdirs(root)}
     for name in names:
@@ -82,14 +89,14 @@ def _find_dir(root: Path, names: Sequence[str]) -> Optional[Path]:
     return None
 
 
-def _warn_skipped(folder: Path, skipped: List[Path]) -> None:
+def _warn_skipped(folder: Path, skipped: list[Path]) -> None:
     """One warning for the images of ``folder`` that have no mask."""
     if skipped:
         more = f" and {len(skipped) - 1} more" if len(skipped) > 1 else ""
         warnings.warn(f"{skipped[0]}{more}: no mask found, skipped ({folder})", stacklevel=3)
 
 
-def _pair_in_folder(folder: Path) -> Tuple[List[Pair], List[Path]]:
+def _pair_in_folder(folder: Path) -> tuple[list[Pair], list[Path]]:
     """Pair the images of one folder with sibling masks: ``X.ext`` with ``X_target.png`` (or another
     mask suffix, any image extension), else with ``X.png`` when ``X`` itself is not a PNG.
 
@@ -97,11 +104,11 @@ def _pair_in_folder(folder: Path) -> Tuple[List[Pair], List[Path]]:
         ``(pairs, images_without_mask)``.
     """
     files = _images(folder)
-    by_stem: Dict[str, List[Path]] = {}
+    by_stem: dict[str, list[Path]] = {}
     for f in files:
         by_stem.setdefault(f.stem, []).append(f)
     masks: set = set()
-    pairs: Dict[Path, Path] = {}
+    pairs: dict[Path, Path] = {}
     for f in files:  # suffixed masks: X_target.png belongs to X.*
         low = f.stem.lower()
         for suf in MASK_SUFFIXES:
@@ -110,7 +117,7 @@ def _pair_in_folder(folder: Path) -> Tuple[List[Pair], List[Path]]:
                 for img in by_stem[f.stem[: -len(suf)]]:
                     pairs.setdefault(img, f)
                 break
-    for stem, group in by_stem.items():  # X.jpg + X.png
+    for group in by_stem.values():  # X.jpg + X.png
         pngs = [f for f in group if f.suffix.lower() == ".png"]
         others = [f for f in group if f.suffix.lower() != ".png"]
         if pngs and others:
@@ -132,7 +139,7 @@ def _class_of_stem(stem: str, folder: Path) -> str:
     return base or folder.name
 
 
-def _sorted_dataset(data: Dict[str, List[Pair]]) -> FewShotDataset:
+def _sorted_dataset(data: dict[str, list[Pair]]) -> FewShotDataset:
     """Classes in natural order, each pair list naturally sorted by image name."""
     return {name: sorted(pairs, key=lambda p: _natural_key(p[0].name))
             for name, pairs in sorted(data.items(), key=lambda kv: _natural_key(kv[0])) if pairs}
@@ -142,7 +149,7 @@ def _load_flat_pairs(root: Path) -> FewShotDataset:
     """``flat_pairs`` layout."""
     pairs, missing = _pair_in_folder(root)
     _warn_skipped(root, missing)
-    data: Dict[str, List[Pair]] = {}
+    data: dict[str, list[Pair]] = {}
     for img, mask in pairs:
         data.setdefault(_class_of_stem(img.stem, root), []).append((img, mask))
     return _sorted_dataset(data)
@@ -150,7 +157,7 @@ def _load_flat_pairs(root: Path) -> FewShotDataset:
 
 def _load_fss1000(root: Path) -> FewShotDataset:
     """``fss1000`` layout: one sub-folder per class, pairs inside."""
-    data: Dict[str, List[Pair]] = {}
+    data: dict[str, list[Pair]] = {}
     for cls in _subdirs(root):
         pairs, missing = _pair_in_folder(cls)
         _warn_skipped(cls, missing)
@@ -158,10 +165,10 @@ def _load_fss1000(root: Path) -> FewShotDataset:
     return _sorted_dataset(data)
 
 
-def _match_by_stem(image_dir: Path, mask_dir: Path) -> Tuple[List[Pair], List[Path]]:
+def _match_by_stem(image_dir: Path, mask_dir: Path) -> tuple[list[Pair], list[Path]]:
     """Pair the images of ``image_dir`` with the masks of ``mask_dir`` of the same stem (a mask
     ``X_target.*`` / ``X_mask.*`` also counts; PNG preferred when several masks share the stem)."""
-    masks: Dict[str, Path] = {}
+    masks: dict[str, Path] = {}
     for m in _images(mask_dir):
         stems = [m.stem] + [m.stem[: -len(s)] for s in MASK_SUFFIXES if m.stem.lower().endswith(s)]
         for stem in stems:
@@ -196,7 +203,7 @@ def _load_perseg(root: Path) -> FewShotDataset:
         raise InputError(
             f"{root}: perseg layout needs Images/<obj>/ and Annotations/<obj>/ folders"
         )
-    data: Dict[str, List[Pair]] = {}
+    data: dict[str, list[Pair]] = {}
     for obj in _subdirs(image_dir):
         if not (mask_dir / obj.name).is_dir():
             _warn_skipped(obj, _images(obj))
@@ -209,7 +216,7 @@ def _load_perseg(root: Path) -> FewShotDataset:
 
 def _load_davis(root: Path) -> FewShotDataset:
     """``davis`` layout: one class per sequence, its annotated frames as pairs."""
-    data: Dict[str, List[Pair]] = {}
+    data: dict[str, list[Pair]] = {}
     for seq in list_davis_sequences(root):
         frames, annotations = davis_sequence(root, seq)
         ann = {a.stem: a for a in annotations}
@@ -282,7 +289,7 @@ def load_fewshot_folder(root: PathLike, layout: str = "auto") -> FewShotDataset:
     return data
 
 
-def pair_folders(image_dir: PathLike, mask_dir: PathLike) -> List[Pair]:
+def pair_folders(image_dir: PathLike, mask_dir: PathLike) -> list[Pair]:
     """Pair the images of ``image_dir`` with the masks of ``mask_dir`` by file stem (``X.jpg`` with
     ``X.png``, ``X_mask.png``, ...; PNG preferred), naturally sorted; images without a mask are
     skipped with a warning.
@@ -304,7 +311,7 @@ def pair_folders(image_dir: PathLike, mask_dir: PathLike) -> List[Pair]:
 # ----------------------------------------------------------------------------------------- DAVIS
 
 
-def _seq_root(base: Path, resolution: str) -> Optional[Path]:
+def _seq_root(base: Path, resolution: str) -> Path | None:
     """``base/<resolution>`` when it exists, else ``base`` when it holds sequence folders."""
     if (base / resolution).is_dir():
         return base / resolution
@@ -313,7 +320,7 @@ def _seq_root(base: Path, resolution: str) -> Optional[Path]:
     return None
 
 
-def _davis_dirs(root: Path, resolution: str) -> Optional[Tuple[Path, Path]]:
+def _davis_dirs(root: Path, resolution: str) -> tuple[Path, Path] | None:
     """(frames root, annotations root) of a DAVIS-like folder, or ``None``."""
     for img_name, ann_name in (("JPEGImages", "Annotations"), ("images", "masks")):
         img = _seq_root(root / img_name, resolution) if (root / img_name).is_dir() else None
@@ -323,7 +330,7 @@ def _davis_dirs(root: Path, resolution: str) -> Optional[Tuple[Path, Path]]:
     return None
 
 
-def _require_davis(root: Path, resolution: str) -> Tuple[Path, Path]:
+def _require_davis(root: Path, resolution: str) -> tuple[Path, Path]:
     """:func:`_davis_dirs` or an :class:`InputError`."""
     if not root.is_dir():
         raise InputError(f"{root}: DAVIS folder not found")
@@ -336,7 +343,7 @@ def _require_davis(root: Path, resolution: str) -> Tuple[Path, Path]:
     return dirs
 
 
-def list_davis_sequences(root: PathLike, resolution: str = "480p") -> List[str]:
+def list_davis_sequences(root: PathLike, resolution: str = "480p") -> list[str]:
     """Names of the sequences (frame folders holding images) of a DAVIS-like folder, sorted."""
     img_root, _ = _require_davis(Path(root), resolution)
     return [d.name for d in _subdirs(img_root) if _has_images(d)]
@@ -344,7 +351,7 @@ def list_davis_sequences(root: PathLike, resolution: str = "480p") -> List[str]:
 
 def davis_sequence(
     root: PathLike, name: str, resolution: str = "480p"
-) -> Tuple[List[Path], List[Path]]:
+) -> tuple[list[Path], list[Path]]:
     """Frames and annotations of one sequence of a DAVIS-like folder.
 
     Returns:
@@ -386,7 +393,7 @@ class DavisSequences:
     def __contains__(self, name: object) -> bool:
         return name in self.names
 
-    def __getitem__(self, name: str) -> Tuple[List[Path], List[Path]]:
+    def __getitem__(self, name: str) -> tuple[list[Path], list[Path]]:
         if name not in self.names:
             raise KeyError(name)
         return davis_sequence(self.root, name, self.resolution)

@@ -1306,7 +1306,7 @@ def generate_scene_views(seed: int, num_views: int, size: tuple[int, int] = (224
     cfg = SyntheticConfig() if cfg is None else cfg
     if num_classes > 1:
         cfg = replace(cfg, multi_classes=(num_classes, num_classes))
-    big = (int(round(h * 1.25)), int(round(w * 1.25)))
+    big = (round(h * 1.25), round(w * 1.25))
     ep = generate_episode(seed, "multiclass" if num_classes > 1 else "semantic", size=big, cfg=cfg)
     img, lab = ep.query
     want = set(range(1, ep.num_classes + 1))

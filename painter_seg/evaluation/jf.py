@@ -23,8 +23,8 @@ This follows the protocol of the official ``davis2017-evaluation`` package
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -33,13 +33,23 @@ from ..errors import InputError
 
 BOUND_TH = 0.008
 VOID_LABEL = 255
-SUMMARY_KEYS: Tuple[str, ...] = (
+SUMMARY_KEYS: tuple[str, ...] = (
     "J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay",
 )
 
 __all__ = [
-    "BOUND_TH", "VOID_LABEL", "SUMMARY_KEYS", "ObjectResult", "bound_pixels", "boundary_f_measure",
-    "db_statistics", "disk", "evaluate_sequence", "region_similarity", "seg2bmap", "summarize",
+    "BOUND_TH",
+    "SUMMARY_KEYS",
+    "VOID_LABEL",
+    "ObjectResult",
+    "bound_pixels",
+    "boundary_f_measure",
+    "db_statistics",
+    "disk",
+    "evaluate_sequence",
+    "region_similarity",
+    "seg2bmap",
+    "summarize",
 ]
 
 
@@ -91,7 +101,7 @@ def bound_pixels(shape: Sequence[int], bound_th: float = BOUND_TH) -> float:
     return float(np.ceil(bound_th * np.linalg.norm(np.asarray(shape[:2], dtype=np.float64))))
 
 
-def _void(shape: Tuple[int, ...], void: Optional[np.ndarray]) -> np.ndarray:
+def _void(shape: tuple[int, ...], void: np.ndarray | None) -> np.ndarray:
     """The void mask as bool (all False when ``None``), checked against ``shape``."""
     if void is None:
         return np.zeros(shape, dtype=bool)
@@ -101,7 +111,7 @@ def _void(shape: Tuple[int, ...], void: Optional[np.ndarray]) -> np.ndarray:
     return void
 
 
-def region_similarity(gt: np.ndarray, pred: np.ndarray, void: Optional[np.ndarray] = None) -> float:
+def region_similarity(gt: np.ndarray, pred: np.ndarray, void: np.ndarray | None = None) -> float:
     """Region similarity J (Jaccard index) of two binary masks, void pixels excluded.
 
     Returns 1.0 when the union (outside void) is empty.
@@ -117,7 +127,7 @@ def region_similarity(gt: np.ndarray, pred: np.ndarray, void: Optional[np.ndarra
 
 
 def boundary_f_measure(
-    gt: np.ndarray, pred: np.ndarray, void: Optional[np.ndarray] = None, bound_th: float = BOUND_TH
+    gt: np.ndarray, pred: np.ndarray, void: np.ndarray | None = None, bound_th: float = BOUND_TH
 ) -> float:
     """Boundary F-measure of two binary masks (void pixels removed from both before ``seg2bmap``).
 
@@ -149,7 +159,7 @@ def boundary_f_measure(
     return float(2 * precision * recall / (precision + recall))
 
 
-def db_statistics(per_frame_values: Sequence[float]) -> Tuple[float, float, float]:
+def db_statistics(per_frame_values: Sequence[float]) -> tuple[float, float, float]:
     """Mean, recall and decay of per-frame values, as the official ``db_statistics``.
 
     * mean: ``nanmean(X)``;
@@ -188,11 +198,11 @@ class ObjectResult:
 
     sequence: str
     object_id: int
-    frames: List[str] = field(default_factory=list)
+    frames: list[str] = field(default_factory=list)
     J: np.ndarray = field(default_factory=lambda: np.zeros(0))
     F: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
-    def stats(self) -> Dict[str, float]:
+    def stats(self) -> dict[str, float]:
         """``{"J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay"}``."""
         jm, jr, jd = db_statistics(self.J)
         fm, fr, fd = db_statistics(self.F)
@@ -204,13 +214,13 @@ class ObjectResult:
 
 def evaluate_sequence(
     gt_frames: Sequence[np.ndarray],
-    pred_frames: Sequence[Optional[np.ndarray]],
+    pred_frames: Sequence[np.ndarray | None],
     *,
     sequence: str = "sequence",
-    frame_names: Optional[Sequence[str]] = None,
+    frame_names: Sequence[str] | None = None,
     bound_th: float = BOUND_TH,
     ignore_extra_ids: bool = False,
-) -> List[ObjectResult]:
+) -> list[ObjectResult]:
     """Score one sequence under the DAVIS 2017 semi-supervised protocol.
 
     Args:
@@ -275,7 +285,7 @@ def evaluate_sequence(
     return results
 
 
-def summarize(objects: Sequence[ObjectResult]) -> Dict[str, float]:
+def summarize(objects: Sequence[ObjectResult]) -> dict[str, float]:
     """Average every per-object statistic over all objects (of all sequences).
 
     Returns:

@@ -14,8 +14,6 @@ All values are fractions in [0, 1] (papers usually print them x100).
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
-
 import numpy as np
 
 from ..errors import InputError
@@ -39,7 +37,7 @@ def _check_pair(
 
 
 def _binary_counts(
-    pred: np.ndarray, gt: np.ndarray, ignore_index: Optional[int]
+    pred: np.ndarray, gt: np.ndarray, ignore_index: int | None
 ) -> tuple[int, int, int, int]:
     """Foreground and background intersection/union pixel counts of one binary pair.
 
@@ -63,7 +61,7 @@ def _binary_counts(
 
 
 def binary_iou(
-    pred: np.ndarray, gt: np.ndarray, ignore_index: Optional[int] = IGNORE_INDEX
+    pred: np.ndarray, gt: np.ndarray, ignore_index: int | None = IGNORE_INDEX
 ) -> float:
     """IoU of a binary prediction against a binary ground truth.
 
@@ -91,7 +89,7 @@ class ConfusionMatrix:
         ignore_index: ground-truth label whose pixels are skipped (``None``: none).
     """
 
-    def __init__(self, num_classes: int, ignore_index: Optional[int] = IGNORE_INDEX) -> None:
+    def __init__(self, num_classes: int, ignore_index: int | None = IGNORE_INDEX) -> None:
         if int(num_classes) < 2:
             raise InputError(f"num_classes={num_classes}: needs at least 2 classes")
         self.num_classes = int(num_classes)
@@ -151,7 +149,7 @@ class ConfusionMatrix:
         total = self.matrix.sum()
         return float(np.trace(self.matrix) / total) if total else float("nan")
 
-    def summary(self) -> Dict[str, object]:
+    def summary(self) -> dict[str, object]:
         """``{"mIoU", "FB-IoU", "pixel_accuracy", "per_class_iou"}`` (a list, NaN as None)."""
         return {
             "mIoU": self.miou(),
@@ -178,10 +176,10 @@ class FewShotMeter:
         ignore_index: void label of the ground truth (``None``: none).
     """
 
-    def __init__(self, ignore_index: Optional[int] = IGNORE_INDEX) -> None:
+    def __init__(self, ignore_index: int | None = IGNORE_INDEX) -> None:
         self.ignore_index = ignore_index
-        self._counts: Dict[str, np.ndarray] = {}  # name -> [fg_i, fg_u, bg_i, bg_u]
-        self._episodes: Dict[str, int] = {}
+        self._counts: dict[str, np.ndarray] = {}  # name -> [fg_i, fg_u, bg_i, bg_u]
+        self._episodes: dict[str, int] = {}
 
     def reset(self) -> None:
         """Forget every episode."""
@@ -204,7 +202,7 @@ class FewShotMeter:
         """Number of episodes seen so far."""
         return int(sum(self._episodes.values()))
 
-    def class_iou(self) -> Dict[str, float]:
+    def class_iou(self) -> dict[str, float]:
         """Foreground IoU of every class seen (intersection and union summed over its episodes)."""
         return {n: float(c[0] / max(int(c[1]), 1)) for n, c in sorted(self._counts.items())}
 
@@ -222,7 +220,7 @@ class FewShotMeter:
         bg = total[2] / max(int(total[3]), 1)
         return float((fg + bg) / 2)
 
-    def summary(self) -> Dict[str, object]:
+    def summary(self) -> dict[str, object]:
         """``{"mIoU", "FB-IoU", "episodes", "per_class_iou", "per_class_episodes"}`` (the per-class
         entries map class name -> IoU / episode count)."""
         return {

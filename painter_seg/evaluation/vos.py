@@ -13,7 +13,6 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 from PIL import Image
@@ -21,9 +20,9 @@ from PIL import Image
 from ..errors import InputError
 from .jf import BOUND_TH, SUMMARY_KEYS, ObjectResult, evaluate_sequence, summarize
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
-CSV_COLUMNS: Tuple[str, ...] = ("sequence", "object") + SUMMARY_KEYS + ("frames",)
+CSV_COLUMNS: tuple[str, ...] = ("sequence", "object") + SUMMARY_KEYS + ("frames",)
 
 __all__ = ["CSV_COLUMNS", "davis_palette", "evaluate_vos", "read_index_mask"]
 
@@ -109,12 +108,12 @@ def read_index_mask(path: PathLike) -> np.ndarray:
     raise InputError(f"{path}: unsupported mask image mode {mode!r}")
 
 
-def _pngs(folder: Path) -> List[Path]:
+def _pngs(folder: Path) -> list[Path]:
     """PNG files directly inside ``folder``, sorted by name."""
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".png")
 
 
-def _sequences(root: Path, role: str) -> Tuple[Dict[str, Path], bool]:
+def _sequences(root: Path, role: str) -> tuple[dict[str, Path], bool]:
     """Sequence folders under ``root``: ``({name: folder}, single)``; ``single`` when ``root``
     itself holds the PNGs of one sequence."""
     if not root.is_dir():
@@ -129,7 +128,7 @@ def _sequences(root: Path, role: str) -> Tuple[Dict[str, Path], bool]:
     return seqs, False
 
 
-def _pair_sequences(pred: Path, gt: Path) -> List[Tuple[str, Path, Path]]:
+def _pair_sequences(pred: Path, gt: Path) -> list[tuple[str, Path, Path]]:
     """Match ground-truth sequences with prediction folders: ``[(name, pred_dir, gt_dir)]``."""
     gt_seqs, gt_single = _sequences(gt, "ground-truth")
     pred_seqs, pred_single = _sequences(pred, "prediction")
@@ -179,7 +178,7 @@ def _fmt(value: float) -> str:
 
 def _evaluate_one(
     name: str, pred_dir: Path, gt_dir: Path, bound_th: float, ignore_extra_ids: bool
-) -> List[ObjectResult]:
+) -> list[ObjectResult]:
     """Read one sequence's masks and score it."""
     gt_paths = _pngs(gt_dir)
     if len(gt_paths) < 3:
@@ -192,7 +191,7 @@ def _evaluate_one(
         if not (pred_dir / g.name).is_file():
             raise InputError(f"{pred_dir / g.name}: predicted frame missing (ground truth {g})")
     gt_frames = [read_index_mask(g) for g in gt_paths]
-    pred_frames: List[Optional[np.ndarray]] = [None] * len(gt_paths)
+    pred_frames: list[np.ndarray | None] = [None] * len(gt_paths)
     for t, g in enumerate(scored, start=1):
         p = pred_dir / g.name
         pred_frames[t] = read_index_mask(p)
@@ -217,7 +216,7 @@ def evaluate_vos(
     *,
     bound_th: float = BOUND_TH,
     ignore_extra_ids: bool = False,
-) -> Dict[str, object]:
+) -> dict[str, object]:
     """Score predicted VOS masks against ground truth and write the reports.
 
     Args:
@@ -246,7 +245,7 @@ def evaluate_vos(
         if folder.is_dir() and _inside(output_dir, folder):
             raise InputError(f"{output_dir}: output folder lies inside the {role} folder {folder}")
     pairs = _pair_sequences(pred, gt)
-    per_seq: List[Tuple[str, List[ObjectResult]]] = []
+    per_seq: list[tuple[str, list[ObjectResult]]] = []
     for name, pred_dir, gt_dir in pairs:
         per_seq.append((name, _evaluate_one(name, pred_dir, gt_dir, bound_th, ignore_extra_ids)))
     objects = [o for _, objs in per_seq for o in objs]
@@ -266,7 +265,7 @@ def evaluate_vos(
             writer.writerow([name, "mean"] + [_fmt(means[k]) for k in SUMMARY_KEYS]
                             + [len(objs[0].frames)])
 
-    summary: Dict[str, object] = dict(summarize(objects))
+    summary: dict[str, object] = dict(summarize(objects))
     summary["num_sequences"] = len(per_seq)
     summary["num_objects"] = len(objects)
     try:

@@ -3,5 +3,12 @@ from .layers import Attention, Block, decomposed_rel_pos_bias, feature_ensemble,
 from .loss import masked_smooth_l1
 from .seggpt import SegGPT
 
-__all__ = ["SegGPT", "Attention", "Block", "feature_ensemble", "get_rel_pos", "decomposed_rel_pos_bias",
-           "masked_smooth_l1"]
+__all__ = [
+           "Attention",
+           "Block",
+           "SegGPT",
+           "decomposed_rel_pos_bias",
+           "feature_ensemble",
+           "get_rel_pos",
+           "masked_smooth_l1",
+]

@@ -5,16 +5,17 @@ time, with the hard-coded constants (merge block, decoder feature blocks) turned
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
-import torch.nn as nn
 from timm.layers import LayerNorm2d, PatchEmbed, resample_abs_pos_embed, trunc_normal_
+from torch import nn
 
 from .layers import (
     ENSEMBLE_BATCH,
     ENSEMBLE_OFF,
     ENSEMBLE_PER_STREAM,
+    BiasWorkspace,
     Block,
     validate_layer_indices,
 )
@@ -213,12 +214,14 @@ class SegGPT(nn.Module):
         y = y + self.segment_token_y + pos + type_emb
 
         h = torch.cat([x, y], dim=0)
+        # Without autograd the blocks share one buffer for their attention bias (see BiasWorkspace).
+        workspace = None if torch.is_grad_enabled() else BiasWorkspace()
         feats = []
         for i, blk in enumerate(self.blocks):
             mode = ENSEMBLE_OFF
             if feature_ensemble:
                 mode = ENSEMBLE_PER_STREAM if i <= self.merge_index else ENSEMBLE_BATCH
-            h = blk(h, mode)
+            h = blk(h, mode, workspace)
             if i == self.merge_index:
                 h = (h[:n] + h[n:]) * 0.5
             if i in self.feature_layers:

@@ -21,6 +21,15 @@ def build_strategy(name: str, model: SegGPT, **kwargs) -> InContextStrategy:
     return STRATEGIES[name](model, **kwargs)
 
 
-__all__ = ["InContextStrategy", "PromptSet", "PlainStrategy", "SpatialEnsembleStrategy",
-           "FeatureEnsembleStrategy", "TunedPrompt", "TunedPromptStrategy", "STRATEGIES", "build_strategy",
-           "tile_prompts"]
+__all__ = [
+    "STRATEGIES",
+    "FeatureEnsembleStrategy",
+    "InContextStrategy",
+    "PlainStrategy",
+    "PromptSet",
+    "SpatialEnsembleStrategy",
+    "TunedPrompt",
+    "TunedPromptStrategy",
+    "build_strategy",
+    "tile_prompts",
+]

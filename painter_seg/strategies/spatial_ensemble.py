@@ -6,7 +6,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..codec.canvas import IMAGENET_MEAN, IMAGENET_STD
+from ..codec.canvas import IMAGENET_MEAN, IMAGENET_STD, cell_bounds
 from .base import InContextStrategy, PromptSet
 from .plain import PlainStrategy
 
@@ -14,7 +14,8 @@ from .plain import PlainStrategy
 def tile_prompts(x: torch.Tensor, n: int, mode: str) -> torch.Tensor:
     """Tile ``[K, 3, h, w]`` normalised prompts into one ``[1, 3, h, w]`` n x n grid (row-major cells).
 
-    Each prompt is subsampled to its cell (``bicubic`` with antialiasing for images, ``nearest`` for masks);
+    Cells as :func:`painter_seg.codec.tile_grid` (:func:`~painter_seg.codec.canvas.cell_bounds`). Each prompt
+    is subsampled to its cell (``bicubic`` with antialiasing for images, ``nearest`` for masks);
     cells without a prompt are black (0 in pixel space). With n = 1 the single prompt is returned unchanged.
     """
     k, c, h, w = x.shape
@@ -25,8 +26,7 @@ def tile_prompts(x: torch.Tensor, n: int, mode: str) -> torch.Tensor:
     mean = torch.tensor(IMAGENET_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     grid = ((torch.zeros(1, c, h, w, device=x.device, dtype=x.dtype) - mean) / std).clone()
-    ys = [round(i * h / n) for i in range(n + 1)]
-    xs = [round(j * w / n) for j in range(n + 1)]
+    ys, xs = cell_bounds(h, n), cell_bounds(w, n)  # the cells of codec.tile_grid
     for i in range(k):
         r, col = divmod(i, n)
         ch, cw = ys[r + 1] - ys[r], xs[col + 1] - xs[col]

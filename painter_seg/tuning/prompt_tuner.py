@@ -263,7 +263,7 @@ class PromptTuner:
             masks = [resize_color_mask(labels_to_colors(lut[np.asarray(p[1]).clip(0, len(lut) - 1)],
                                                         palette), (h, w)) for p in chosen]
             img, mask = normalize(np.mean(imgs, axis=0)), normalize(np.mean(masks, axis=0))
-        to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))).float()  # noqa: E731
+        to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))).float()
         return to_t(img), to_t(mask)
 
     def _batch(self, rng: np.random.Generator, pairs: Sequence[LabeledImage], idx: Sequence[int],
@@ -284,7 +284,7 @@ class PromptTuner:
             ok = np.ones(lab.shape, np.float32) if cfg.ignore_index is None else \
                 (lab != cfg.ignore_index).astype(np.float32)
             valid.append(ok[..., None])
-        to_t = lambda a: torch.from_numpy(np.stack(a).transpose(0, 3, 1, 2)).float()  # noqa: E731
+        to_t = lambda a: torch.from_numpy(np.stack(a).transpose(0, 3, 1, 2)).float()
         return to_t(imgs), to_t(cols), to_t(valid)
 
     # ------------------------------------------------------------------ training

@@ -16,8 +16,8 @@ class DistInfo:
     world_size: int = 1
 
     @classmethod
-    def from_env(cls) -> "DistInfo":
-        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)))
+    def from_env(cls) -> DistInfo:
+        return cls(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")))
 
     @property
     def is_main(self) -> bool:
