@@ -24,14 +24,14 @@ def _bench(*args, timeout=240):
 @pytest.mark.timeout(300)
 def test_speed_report_has_every_configuration_and_fp32_matches_transformers(tmp_path):
     out = tmp_path / "bench.json"
-    r = _bench("--model", "seggpt_tiny", "--configs", "1prompt,fe4,se4", "--precisions", "fp32",
+    r = _bench("--model", "seggpt_tiny", "--configs", "1prompt,fe4,se4", "--precisions", "fp32,bf16",
                "--repeats", "1", "--warmup", "0", "--device", "cpu", "--json", out)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     doc = json.loads(out.read_text())
     assert doc["mode"] == "speed" and doc["meta"]["model"] == "seggpt_tiny"
     assert doc["meta"]["params"] == 15_524_035 and "memory_method" in doc["meta"]
     res = doc["results"]
-    assert set(res) == {"1prompt/fp32", "fe4/fp32", "se4/fp32"}
+    assert set(res) == {f"{w}/{p}" for w in ("1prompt", "fe4", "se4") for p in ("fp32", "bf16")}
     for key, row in res.items():
         for f in ("workload", "precision", "compile", "prompts", "targets", "ours_ms", "theirs_ms", "ratio",
                   "ours_peak_mib", "theirs_peak_mib", "max_abs_diff"):
@@ -49,6 +49,10 @@ def test_speed_report_has_every_configuration_and_fp32_matches_transformers(tmp_
     se = res["se4/fp32"]  # transformers has no spatial ensemble
     assert se["theirs_ms"] is None and se["ratio"] is None and se["max_abs_diff"] is None
     assert "1prompt/fp32" in r.stdout and "n/a" in r.stdout
+    # bf16 rows are also set against the reference's fp32 time of the same workload
+    bf = res["1prompt/bf16"]
+    assert bf["ratio_vs_theirs_fp32"] == pytest.approx(bf["ours_ms"] / res["1prompt/fp32"]["theirs_ms"], rel=1e-2)
+    assert "ratio_vs_theirs_fp32" not in res["1prompt/fp32"] and "ratio_vs_theirs_fp32" not in res["se4/bf16"]
 
 
 @pytest.mark.timeout(200)

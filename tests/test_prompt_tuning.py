@@ -109,6 +109,18 @@ def test_prompt_learns_and_summary(tuned, views):
     assert torch.equal(p.image, init) == (s["best_step"] == 0)  # the best validated prompt is returned
 
 
+def test_init_pair_replaces_the_indexed_training_pair(model, views):
+    lut = np.zeros(256, np.int64)
+    lut[[5, 6]] = [1, 2]
+    palette = np.array([[0, 0, 0], [255, 255, 255], [255, 255, 127]], np.uint8)
+    by_index = PromptTuner(model, TuneConfig(init="pair", init_index=3)).initial_prompt(views, lut, palette)
+    given = PromptTuner(model, TuneConfig(init="pair", init_index=0)).initial_prompt(views, lut, palette,
+                                                                                  init_pair=views[3])
+    first = PromptTuner(model, TuneConfig(init="pair", init_index=0)).initial_prompt(views, lut, palette)
+    assert torch.equal(given[0], by_index[0]) and torch.equal(given[1], by_index[1])
+    assert not torch.equal(given[0], first[0])
+
+
 def test_artifact_round_trips(tmp_path, model, tuned):
     p = tuned["prompt"]
     path = p.save(tmp_path / "scene.safetensors")
@@ -282,3 +294,11 @@ def test_report_compares_tuned_prompt_with_real_pairs(tmp_path, capsys):
     written = json.loads((tmp_path / "rep" / "scene_report.json").read_text())
     assert written["rows"].keys() == report["rows"].keys()
     assert "held-out mIoU" in capsys.readouterr().out
+    assert report["tuning"]["init"] == "mean"
+
+    # init=best: tuning starts from the best single pair the report chose (and says which)
+    cfg.init, cfg.steps, cfg.val_fraction = "best", 1, 0.5
+    cfg.output = str(tmp_path / "rep" / "best.safetensors")
+    report = run_report(cfg)
+    chosen = report["rows"]["best_single_pair"]["chosen"]
+    assert report["tuning"]["init"] == f"best single pair ({chosen})"

@@ -14,7 +14,8 @@ randomised, the model is saved with ``save_pretrained`` and loaded into ours wit
 then ``--repeats`` timed calls, interleaved (ours, theirs, theirs, ours, ours, theirs, ...: the first of each
 pair alternates so that neither side always runs on a cache the other one warmed). Each call is one complete
 inference: ours through the strategy (``predict_torch``), theirs through ``forward``, both under
-``torch.inference_mode`` and the precision's autocast. Reported: median milliseconds per call, ours/theirs,
+``torch.inference_mode`` and the precision's autocast. Reported: median milliseconds per call, ours/theirs
+(and for bf16/fp16 rows, ours against theirs in fp32 on the same workload: ``ratio_vs_theirs_fp32``),
 peak memory of one extra (untimed) call each, and max |ours - theirs| over the painted query halves.
 
 Workloads (``--configs``):
@@ -361,7 +362,8 @@ def print_row(name: str, r: dict) -> None:
         print(f"{name:<24} skipped: {r['skipped']}", flush=True)
         return
     print(f"{name:<24} {_fmt(r['ours_ms'], '10.1f')} {_fmt(r['theirs_ms'], '10.1f')} "
-          f"{_fmt(r['ratio'], '7.2f')} {_fmt(r['ours_peak_mib'], '9.1f')} "
+          f"{_fmt(r['ratio'], '7.2f')} {_fmt(r.get('ratio_vs_theirs_fp32'), '10.2f')} "
+          f"{_fmt(r['ours_peak_mib'], '9.1f')} "
           f"{_fmt(r['theirs_peak_mib'], '10.1f')} {_fmt(r['max_abs_diff'], '10.2e')}", flush=True)
 
 
@@ -399,7 +401,7 @@ def speed(args, device: torch.device) -> dict:
     }
     print(f"device {meta['device_name']}, torch {meta['torch']}, transformers {meta['transformers']}, "
           f"{meta['threads']} threads; memory: {meta['memory_method']}")
-    print(f"{'configuration':<24} {'ours ms':>10} {'theirs ms':>10} {'ratio':>7} {'ours MiB':>9} "
+    print(f"{'configuration':<24} {'ours ms':>10} {'theirs ms':>10} {'ratio':>7} {'vs th.fp32':>10} {'ours MiB':>9} "
           f"{'theirs MiB':>10} {'max|diff|':>10}")
     results: dict[str, dict] = {}
     for compiled in compile_modes:
@@ -413,6 +415,10 @@ def speed(args, device: torch.device) -> dict:
                 else:
                     try:
                         results[key] = run_config(w, precision, compiled, ours, hf, merge_fix, args, device)
+                        # low precision against the reference's fp32 time of the same workload (same run)
+                        ref = results.get(f"{name}/fp32", {}).get("theirs_ms")
+                        if precision != "fp32" and ref:
+                            results[key]["ratio_vs_theirs_fp32"] = round(results[key]["ours_ms"] / ref, 3)
                     except Exception as e:  # a failed compile must not end the whole run
                         if not compiled:
                             raise

@@ -106,10 +106,10 @@ def load_scene(cfg: DictConfig) -> Scene:
     return Scene(pairs, files, str(root), list(range(1, len(classes) + 1)), classes, seg_type)
 
 
-def _tune_config(cfg: DictConfig) -> TuneConfig:
+def _tune_config(cfg: DictConfig, **overrides) -> TuneConfig:
     vals = {k: cfg[k] for k in TUNE_KEYS if k in cfg}
     vals = OmegaConf.to_container(OmegaConf.create(vals), resolve=True)
-    return TuneConfig.from_dict(vals)
+    return TuneConfig.from_dict({**vals, **overrides})
 
 
 def _output_path(cfg: DictConfig) -> Path:
@@ -135,10 +135,11 @@ def write_prompt_files(prompt: TunedPrompt, history: list[dict], out: Path) -> l
     return paths
 
 
-def _tune(cfg: DictConfig, model, scene: Scene, progress: bool) -> tuple[TunedPrompt, PromptTuner]:
-    tuner = PromptTuner(model, _tune_config(cfg))
+def _tune(cfg: DictConfig, model, scene: Scene, progress: bool, init_pair: LabeledImage | None = None
+          ) -> tuple[TunedPrompt, PromptTuner]:
+    tuner = PromptTuner(model, _tune_config(cfg, **({"init": "pair"} if init_pair is not None else {})))
     prompt = tuner.fit(scene.pairs, seg_type=scene.seg_type, class_ids=scene.class_ids,
-                       class_names=scene.class_names, progress=progress)
+                       class_names=scene.class_names, progress=progress, init_pair=init_pair)
     prompt.summary["data"] = {"source": scene.source, "pairs": len(scene.pairs)}
     return prompt, tuner
 
@@ -228,7 +229,8 @@ def run_report(cfg: DictConfig) -> dict:
 
     sub = Scene(train, [scene.files[i] for i in tr], scene.source, scene.class_ids, scene.class_names,
                 scene.seg_type)
-    prompt, tuner = _tune(cfg, model, sub, bool(cfg.progress))
+    from_best = str(cfg.init) == "best"  # start from the best single pair found above
+    prompt, tuner = _tune(cfg, model, sub, bool(cfg.progress), train[best] if from_best else None)
     paths = write_prompt_files(prompt, tuner.history, out)
     seg = FewShotSegmenter(model, strategy="tuned", precision=precision)
     seg.set_tuned_prompt(prompt)
@@ -241,8 +243,9 @@ def run_report(cfg: DictConfig) -> dict:
                                                                                 cfg.model.get("checkpoint")),
         "classes": dict(zip(map(str, prompt.class_ids), prompt.class_names)),
         "train": [scene.files[i] for i in tr], "held_out": [scene.files[i] for i in ho],
-        "tuning": {k: prompt.summary[k] for k in ("steps", "seconds", "final_loss", "best_val_miou",
-                                                   "device", "precision")},
+        "tuning": {**{k: prompt.summary[k] for k in ("steps", "seconds", "final_loss", "best_val_miou",
+                                                      "best_step", "device", "precision")},
+                   "init": f"best single pair ({scene.files[tr[best]]})" if from_best else str(cfg.init)},
         "rows": rows, "prompt": str(paths[0]),
     }
     report_path = Path(f"{out.with_suffix('')}_report.json")

@@ -243,16 +243,19 @@ class PromptTuner:
         """``[h, w]`` ids -> ``[h, w, 3]`` float in [0, 1], class k in palette colour k."""
         return labels_to_colors(lut[np.clip(labels, 0, len(lut) - 1)], palette).astype(np.float32) / 255.0
 
-    def initial_prompt(self, pairs: Sequence[LabeledImage], lut: np.ndarray, palette: np.ndarray
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The starting prompt ``(image, mask)``, each ``[3, h, w]`` normalised (see ``TuneConfig.init``)."""
+    def initial_prompt(self, pairs: Sequence[LabeledImage], lut: np.ndarray, palette: np.ndarray,
+                       init_pair: LabeledImage | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The starting prompt ``(image, mask)``, each ``[3, h, w]`` normalised (see ``TuneConfig.init``;
+        ``init_pair`` replaces ``pairs[init_index]`` for ``init="pair"``)."""
         cfg, (h, w) = self.config, self.half_size
         if cfg.init == "random":
             g = torch.Generator().manual_seed(cfg.seed)
             rgb = torch.rand(2, h, w, 3, generator=g).numpy()
             img, mask = normalize(rgb[0]), normalize(rgb[1])
         else:
-            if cfg.init == "pair":
+            if cfg.init == "pair" and init_pair is not None:
+                chosen = [init_pair]
+            elif cfg.init == "pair":
                 if not 0 <= cfg.init_index < len(pairs):
                     raise InputError(f"init_index={cfg.init_index}: expected 0..{len(pairs) - 1} (the "
                                      "training pairs)")
@@ -315,6 +318,7 @@ class PromptTuner:
         class_ids: Sequence[int] | None = None,
         class_names: Sequence[str] | None = None,
         progress: bool = True,
+        init_pair: LabeledImage | None = None,
     ) -> TunedPrompt:
         """Learn the prompt.
 
@@ -327,6 +331,8 @@ class PromptTuner:
                 except ``ignore_index``, sorted). Other ids count as background.
             class_names: one name per class (default ``class_<id>``).
             progress: show a progress bar.
+            init_pair: with ``init="pair"``, start from this pair (e.g. the best single example pair,
+                chosen elsewhere) instead of ``pairs[init_index]``.
 
         Returns:
             The :class:`TunedPrompt` (best validated prompt when validating, else the last one).
@@ -362,7 +368,10 @@ class PromptTuner:
         precision = resolve_precision(cfg.precision, device)
         h, w = self.half_size
         pairs = [_shrink(p, 2 * max(h, w)) for p in pairs]
-        img0, mask0 = self.initial_prompt(pairs, lut, palette)
+        if init_pair is not None:
+            init_pair = _shrink((np.asarray(init_pair[0]), np.asarray(init_pair[1], dtype=np.int64)),
+                                2 * max(h, w))
+        img0, mask0 = self.initial_prompt(pairs, lut, palette, init_pair)
         # copies: on CPU .to() would alias img0 / mask0, which must stay the untouched initial prompt
         self.image = torch.nn.Parameter(img0[None].clone().to(device), requires_grad=cfg.train_image)
         self.mask = torch.nn.Parameter(mask0[None].clone().to(device), requires_grad=cfg.train_mask)
