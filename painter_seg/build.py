@@ -41,10 +41,16 @@ def build_model(
     """
     cfg = load_group("model", name, overrides) if isinstance(name, str) else name
     log.info("Instantiating model <%s> (%s)", cfg.net._target_, cfg.name)
-    model: SegGPT = instantiate(cfg.net)
     source = checkpoint if checkpoint is not None else (cfg.get("checkpoint") if pretrained else None)
-    if source:
-        report = load_checkpoint(model, source, strict=strict, model_name=str(cfg.name))
-        log.info("%s", report)
+    if source and strict:
+        # every tensor comes from the checkpoint: build without memory (meta) and take the loaded tensors
+        # as the parameters, so the weights are held once, not twice (ViT-L: 1.4 GiB less peak RSS)
+        with torch.device("meta"):
+            model: SegGPT = instantiate(cfg.net)
+        log.info("%s", load_checkpoint(model, source, strict=True, model_name=str(cfg.name), assign=True))
+    else:
+        model = instantiate(cfg.net)
+        if source:
+            log.info("%s", load_checkpoint(model, source, strict=strict, model_name=str(cfg.name)))
     model.config_name = str(cfg.name)
     return model.to(device).eval()

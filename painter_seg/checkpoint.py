@@ -273,7 +273,11 @@ def check_state_dict(
 
 
 def load_checkpoint(
-    model: nn.Module, source: str | os.PathLike, strict: bool = True, model_name: str | None = None
+    model: nn.Module,
+    source: str | os.PathLike,
+    strict: bool = True,
+    model_name: str | None = None,
+    assign: bool = False,
 ) -> LoadReport:
     """Load weights from any supported layout into ``model``.
 
@@ -283,17 +287,24 @@ def load_checkpoint(
         strict: require exactly the model's keys and shapes (default). With ``strict=False`` only the keys
             present with the right shape are copied and the rest is left as initialised.
         model_name: used in error messages.
+        assign: (strict only) the loaded tensors become the parameters, cast to the model's dtypes, instead of
+            being copied into them: a model built on the ``meta`` device then never holds two copies of the
+            weights (:func:`painter_seg.build.build_model` does this).
 
     Raises:
         CheckpointError: unreadable or unsafe file; CheckpointMismatchError: keys or shapes differ (strict).
     """
+    if assign and not strict:
+        raise ValueError("assign=True needs strict=True (every parameter must come from the checkpoint)")
     sd, meta = read_state_dict(source)
+    own = model.state_dict()
     if strict:
         check_state_dict(model, sd, str(source), model_name)
     else:
-        own = model.state_dict()
         sd = {k: v for k, v in sd.items() if k in own and v.shape == own[k].shape}
-    model.load_state_dict(sd, strict=strict)
+    if assign:
+        sd = {k: v.to(own[k].dtype).contiguous() for k, v in sd.items()}
+    model.load_state_dict(sd, strict=strict, assign=assign)
     return LoadReport(str(source), meta["layout"], len(sd), sum(v.numel() for v in sd.values()), meta)
 
 

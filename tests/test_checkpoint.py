@@ -144,3 +144,25 @@ def test_convert_tool(tiny_sd, tmp_path):
     assert r.returncode == 2 and r.stderr.strip() == f"error: {src}: output would overwrite the input checkpoint"
     r = run(tmp_path / "missing.pth", tmp_path / "x.pth")
     assert r.returncode == 2 and "checkpoint file not found" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_build_with_checkpoint_takes_the_loaded_tensors_cast_to_the_model_dtype(tmp_path):
+    """A strict load builds on the meta device and assigns the file's tensors (weights held once)."""
+    from painter_seg import build_model
+    from painter_seg.checkpoint import save_checkpoint
+
+    ref = build_model("seggpt_tiny", pretrained=False)
+    path = save_checkpoint(ref.state_dict(), tmp_path / "w.safetensors", dtype=torch.float16)
+    model = build_model("seggpt_tiny", checkpoint=path)
+    params = dict(model.named_parameters())
+    assert not any(p.is_meta for p in params.values())
+    assert {p.dtype for p in params.values()} == {torch.float32}
+    assert all(p.requires_grad for p in params.values())
+    for k, v in ref.state_dict().items():
+        assert torch.equal(params[k], v.half().float()), k
+    # a mismatched file still fails with the one-line report, before anything is assigned
+    sd = ref.state_dict()
+    sd.pop("mask_token")
+    save_checkpoint(sd, tmp_path / "bad.safetensors")
+    with pytest.raises(CheckpointMismatchError, match="missing"):
+        build_model("seggpt_tiny", checkpoint=tmp_path / "bad.safetensors")

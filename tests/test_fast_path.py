@@ -104,6 +104,25 @@ def test_inference_forward_reuses_one_bias_buffer_and_is_bit_identical(tiny_mode
         out = tiny_model(imgs, tgts, mask, feature_ensemble=True)
     assert torch.equal(out, ref)
     assert torch.allclose(out, grad_ref, atol=1e-5, rtol=0)
-    # one allocation (the first block, 2N streams); every later block, before and after the merge, reuses it
+    # one allocation; every later (sample, head group) of every block, before and after the merge, reuses it
     assert allocations[0] and not any(allocations[1:])
-    assert len(allocations) == len(tiny_model.blocks)
+    depth, merged = len(tiny_model.blocks), tiny_model.merge_index + 1
+    assert len(allocations) == merged * 2 * n + (depth - merged) * n  # 2N streams, then N (all heads per group)
+
+
+def test_attention_head_groups_give_the_same_numbers(tiny_model):
+    """A small workspace budget splits attention into groups of heads: same result as one group."""
+    from painter_seg.model.layers import BiasWorkspace
+
+    attn = tiny_model.blocks[0].attn
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, *tiny_model.grid_size, tiny_model.embed_dim, generator=g)
+    per_head = (x.shape[1] * x.shape[2]) ** 2 * 4
+    with torch.inference_mode():
+        whole = attn(x, BiasWorkspace())
+        one_head = attn(x, BiasWorkspace(max_bytes=per_head))
+        two_heads = attn(x, BiasWorkspace(max_bytes=2 * per_head))
+        plain = attn(x)
+    assert attn.num_heads > 2
+    assert torch.allclose(one_head, whole, atol=1e-6, rtol=0) and torch.allclose(two_heads, whole, atol=1e-6, rtol=0)
+    assert torch.allclose(plain, whole, atol=1e-6, rtol=0)

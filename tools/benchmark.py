@@ -5,6 +5,7 @@
     python tools/benchmark.py                               # ViT-L geometry (minutes per configuration on CPU)
     python tools/benchmark.py --model seggpt_tiny --configs 1prompt,fe4 --precisions fp32
     python tools/benchmark.py --quality --episodes 20       # label maps of bf16/fp16 vs fp32
+    python tools/benchmark.py --process-rss                 # peak RSS of one ViT-L inference process
 
 Speed mode. A transformers ``SegGptForImageSegmentation`` is built from ``--model``'s geometry (hidden size,
 depth, heads, canvas, patch, MLP width, decoder width, ``merge_index``, ``feature_layers``), every tensor is
@@ -429,6 +430,44 @@ def speed(args, device: torch.device) -> dict:
     return {"meta": meta, "results": results}
 
 
+# --------------------------------------------------------------------------------------------- process RSS
+def process_rss(args, device: torch.device) -> dict:
+    """What one inference process costs in memory (CPU): the model is loaded from a checkpoint file, then one
+    single-prompt call runs. Reported: VmRSS before the load (interpreter, torch, libraries), the peak while
+    loading, the peak during the call (VmHWM, reset after the load), all in MiB of the whole process."""
+    from painter_seg.checkpoint import save_checkpoint
+
+    if device.type != "cpu" or not _reset_hwm():
+        return {"skipped": "needs a CPU run on Linux (/proc/self/clear_refs)"}
+    with tempfile.TemporaryDirectory(prefix="bench_rss_") as tmp:
+        ckpt = Path(tmp) / "weights.safetensors"
+        model = build_model(args.model, pretrained=False)
+        save_checkpoint(model.state_dict(), ckpt)
+        del model
+        gc.collect()
+        _malloc_trim()
+        before = _status_kb("VmRSS")
+        _reset_hwm()
+        model = build_model(args.model, checkpoint=ckpt).eval()
+        load_peak = _status_kb("VmHWM")
+    gc.collect()
+    _malloc_trim()
+    loaded = _status_kb("VmRSS")
+    ours_call, _ = make_calls(WORKLOADS["1prompt"], model, None, device, "fp32", args.seed, model.half_size)
+    ours_call()  # first call: one-off allocations (kernels, thread pools) count as they would for a user
+    _malloc_trim()
+    _reset_hwm()
+    ours_call()
+    call_peak = _status_kb("VmHWM")
+    out = {"model": args.model, "params": sum(p.numel() for p in model.parameters()),
+           "rss_before_load_mib": round(before / 1024, 1), "peak_while_loading_mib": round(load_peak / 1024, 1),
+           "rss_loaded_mib": round(loaded / 1024, 1), "peak_during_call_mib": round(call_peak / 1024, 1)}
+    print(f"process RSS, {args.model} fp32, 1 prompt ({out['params']:,} params): before load "
+          f"{out['rss_before_load_mib']:.0f} MiB, peak while loading {out['peak_while_loading_mib']:.0f} MiB, "
+          f"loaded {out['rss_loaded_mib']:.0f} MiB, peak during a call {out['peak_during_call_mib']:.0f} MiB")
+    return out
+
+
 # --------------------------------------------------------------------------------------------- quality
 def _ids_iou(a: np.ndarray, b: np.ndarray) -> float:
     ious = []
@@ -524,6 +563,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--json", type=Path, default=None, help="write all results to this file")
     ap.add_argument("--quality", action="store_true",
                     help="instead of speed: label maps of bf16 (and fp16 on CUDA) vs fp32 on generated episodes")
+    ap.add_argument("--process-rss", action="store_true",
+                    help="instead of speed: peak RSS of one process that loads --model from a file and runs "
+                         "one single-prompt fp32 call (CPU)")
     ap.add_argument("--quality-model", default="default", help="model config for --quality")
     ap.add_argument("--checkpoint", default=None, help="weights for --quality-model (default: its own)")
     ap.add_argument("--episodes", type=int, default=20, help="generated episodes for --quality")
@@ -540,7 +582,7 @@ def main(argv=None) -> int:
         sys.stdout.reconfigure(line_buffering=True)  # rows appear as they are measured, also through a pipe
     if args.threads:
         torch.set_num_threads(args.threads)
-    if not args.quality:
+    if not args.quality and not args.process_rss:
         try:
             import transformers  # noqa: F401
         except ImportError:
@@ -549,13 +591,19 @@ def main(argv=None) -> int:
             return 2
     try:
         device = resolve_device(args.device)
-        report = quality(args, device) if args.quality else speed(args, device)
+        if args.process_rss:
+            report = process_rss(args, device)
+        else:
+            report = quality(args, device) if args.quality else speed(args, device)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        doc = {"mode": "quality", "quality": report} if args.quality else {"mode": "speed", **report}
+        if args.process_rss:
+            doc = {"mode": "process_rss", "process_rss": report}
+        else:
+            doc = {"mode": "quality", "quality": report} if args.quality else {"mode": "speed", **report}
         args.json.write_text(json.dumps(doc, indent=2))
         print(f"wrote {args.json}")
     return 0

@@ -99,10 +99,13 @@ class BiasWorkspace:
     A fresh tensor of that size is a fresh mmap on CPU, and filling it page-faults every page: measured on the
     2-core box, that doubled the attention time of a ViT-L block (0.45 s -> 0.22 s with the buffer reused).
     Only for forwards without autograd (the buffer is overwritten by the next block); the encoder creates one
-    per forward, so nothing outlives the call.
+    per forward, so nothing outlives the call. Attention then runs over groups of (sample, head) slices whose
+    bias fits ``max_bytes`` (64 MiB: 6 of ViT-L's 16 heads in fp32), so peak memory does not grow with the
+    batch or the number of heads; each slice's numbers are the same as in one call.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_bytes: int = 64 << 20) -> None:
+        self.max_bytes = max_bytes
         self._buf: torch.Tensor | None = None
 
     def take(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -151,9 +154,11 @@ class Attention(nn.Module):
         b, h, w, _ = x.shape
         qkv = self.qkv(x).reshape(b, h * w, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # [B, heads, L, C]
+        if workspace is not None and self.use_rel_pos and self.fused_attn:
+            return self.proj(self._attend_in_groups(q, k, v, (h, w), workspace))
         bias = None
         if self.use_rel_pos:
-            bias = decomposed_rel_pos_bias(q, self.rel_pos_h, self.rel_pos_w, (h, w), workspace)
+            bias = decomposed_rel_pos_bias(q, self.rel_pos_h, self.rel_pos_w, (h, w))
         if self.fused_attn:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         else:
@@ -163,6 +168,22 @@ class Attention(nn.Module):
             out = attn.softmax(dim=-1) @ v
         out = out.transpose(1, 2).reshape(b, h, w, -1)
         return self.proj(out)
+
+    def _attend_in_groups(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, size: tuple[int, int],
+                          workspace: BiasWorkspace) -> torch.Tensor:
+        """Inference path: fused attention over groups of heads of one sample at a time, each group's bias in
+        the workspace buffer. ``q, k, v``: ``[B, heads, L, C]`` -> ``[B, H, W, heads * C]``."""
+        b, nh, length, c = q.shape
+        per_head = length * length * q.element_size()
+        group = max(1, min(nh, workspace.max_bytes // per_head))
+        out = q.new_empty(b, length, nh, c)  # token-major, so the merge of the heads is free
+        for i in range(b):
+            for h0 in range(0, nh, group):
+                sl = (slice(i, i + 1), slice(h0, h0 + group))
+                bias = decomposed_rel_pos_bias(q[sl], self.rel_pos_h, self.rel_pos_w, size, workspace)
+                out[i, :, h0 : h0 + group] = F.scaled_dot_product_attention(
+                    q[sl], k[sl], v[sl], attn_mask=bias)[0].transpose(0, 1)
+        return out.view(b, *size, nh * c)
 
 
 def feature_ensemble(a: torch.Tensor, mode: int) -> torch.Tensor:

@@ -103,7 +103,8 @@ class SegGPT(nn.Module):
         self.type_token_ins = nn.Parameter(torch.zeros(1, 1, 1, embed_dim))  # seg_type 1: instance
         self.pos_embed = nn.Parameter(torch.zeros(1, self.pretrain_grid**2 + 1, embed_dim))
 
-        dpr = torch.linspace(0, drop_path_rate, depth).tolist()
+        # linear stochastic-depth rule; plain floats, as the model may be built on the meta device
+        dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.ModuleList(
             Block(
                 embed_dim,
