@@ -74,3 +74,17 @@ def test_bad_configuration_is_a_one_line_error(capsys):
     spec.loader.exec_module(tool)
     assert tool.main(["--model", "seggpt_tiny", "--configs", "nope", "--device", "cpu"]) == 2
     assert "--configs: unknown ['nope']" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(200)
+def test_process_rss_mode_reports_one_fresh_process(tmp_path):
+    out = tmp_path / "rss.json"
+    r = _bench("--process-rss", "--model", "seggpt_tiny", "--threads", "1", "--json", out, timeout=180)
+    assert r.returncode == 0, r.stderr[-3000:]
+    q = json.loads(out.read_text())
+    assert q["mode"] == "process_rss"
+    p = q["process_rss"]
+    assert p["model"] == "seggpt_tiny" and p["params"] == 15_524_035
+    assert 0 < p["rss_start_mib"] <= p["rss_loaded_mib"] <= p["peak_mib"] and p["rss_start_mib"] < p["peak_mib"]
+    assert p["rss_after_call_mib"] <= p["peak_mib"]
+    assert "process RSS, seggpt_tiny" in r.stdout

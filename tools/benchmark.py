@@ -432,40 +432,45 @@ def speed(args, device: torch.device) -> dict:
 
 # --------------------------------------------------------------------------------------------- process RSS
 def process_rss(args, device: torch.device) -> dict:
-    """What one inference process costs in memory (CPU): the model is loaded from a checkpoint file, then one
-    single-prompt call runs. Reported: VmRSS before the load (interpreter, torch, libraries), the peak while
-    loading, the peak during the call (VmHWM, reset after the load), all in MiB of the whole process."""
+    """What one inference process costs in memory (CPU). A random checkpoint of ``--model`` is written here;
+    a fresh child process (``--rss-child``) loads it and runs two single-prompt fp32 calls. Reported, for the
+    whole child process in MiB: VmRSS at start (interpreter, torch, libraries), after loading, after the
+    first call, and the peak (VmHWM) over its whole life."""
+    import subprocess
+
     from painter_seg.checkpoint import save_checkpoint
 
-    if device.type != "cpu" or not _reset_hwm():
-        return {"skipped": "needs a CPU run on Linux (/proc/self/clear_refs)"}
+    if device.type != "cpu" or not Path("/proc/self/status").exists():
+        return {"skipped": "needs a CPU run on Linux (/proc/self/status)"}
     with tempfile.TemporaryDirectory(prefix="bench_rss_") as tmp:
         ckpt = Path(tmp) / "weights.safetensors"
-        model = build_model(args.model, pretrained=False)
-        save_checkpoint(model.state_dict(), ckpt)
-        del model
-        gc.collect()
-        _malloc_trim()
-        before = _status_kb("VmRSS")
-        _reset_hwm()
-        model = build_model(args.model, checkpoint=ckpt).eval()
-        load_peak = _status_kb("VmHWM")
-    gc.collect()
-    _malloc_trim()
-    loaded = _status_kb("VmRSS")
-    ours_call, _ = make_calls(WORKLOADS["1prompt"], model, None, device, "fp32", args.seed, model.half_size)
-    ours_call()  # first call: one-off allocations (kernels, thread pools) count as they would for a user
-    _malloc_trim()
-    _reset_hwm()
-    ours_call()
-    call_peak = _status_kb("VmHWM")
-    out = {"model": args.model, "params": sum(p.numel() for p in model.parameters()),
-           "rss_before_load_mib": round(before / 1024, 1), "peak_while_loading_mib": round(load_peak / 1024, 1),
-           "rss_loaded_mib": round(loaded / 1024, 1), "peak_during_call_mib": round(call_peak / 1024, 1)}
-    print(f"process RSS, {args.model} fp32, 1 prompt ({out['params']:,} params): before load "
-          f"{out['rss_before_load_mib']:.0f} MiB, peak while loading {out['peak_while_loading_mib']:.0f} MiB, "
-          f"loaded {out['rss_loaded_mib']:.0f} MiB, peak during a call {out['peak_during_call_mib']:.0f} MiB")
+        save_checkpoint(build_model(args.model, pretrained=False).state_dict(), ckpt)
+        child = [sys.executable, __file__, "--rss-child", str(ckpt), "--model", args.model, "--seed",
+                 str(args.seed)] + (["--threads", str(args.threads)] if args.threads else [])
+        r = subprocess.run(child, capture_output=True, text=True, check=False)
+    if r.returncode != 0:
+        raise RuntimeError(f"--rss-child failed: {r.stderr.strip().splitlines()[-1:]}")
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    print(f"process RSS, {args.model} fp32, 1 prompt ({out['params']:,} params, one fresh process): at start "
+          f"{out['rss_start_mib']:.0f} MiB, loaded {out['rss_loaded_mib']:.0f} MiB, after a call "
+          f"{out['rss_after_call_mib']:.0f} MiB, peak {out['peak_mib']:.0f} MiB")
     return out
+
+
+def rss_child(args) -> None:
+    """The child of :func:`process_rss`: load ``args.rss_child``, run two calls, print one JSON line."""
+    mib = lambda field: round(_status_kb(field) / 1024, 1)
+    start = mib("VmRSS")
+    model = build_model(args.model, checkpoint=args.rss_child).eval()
+    loaded = mib("VmRSS")
+    call, _ = make_calls(WORKLOADS["1prompt"], model, None, torch.device("cpu"), "fp32", args.seed,
+                         model.half_size)
+    call()
+    after = mib("VmRSS")
+    call()
+    print(json.dumps({"model": args.model, "params": sum(p.numel() for p in model.parameters()),
+                      "rss_start_mib": start, "rss_loaded_mib": loaded, "rss_after_call_mib": after,
+                      "peak_mib": mib("VmHWM")}))
 
 
 # --------------------------------------------------------------------------------------------- quality
@@ -566,6 +571,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--process-rss", action="store_true",
                     help="instead of speed: peak RSS of one process that loads --model from a file and runs "
                          "one single-prompt fp32 call (CPU)")
+    ap.add_argument("--rss-child", default=None, help=argparse.SUPPRESS)  # internal: see process_rss
     ap.add_argument("--quality-model", default="default", help="model config for --quality")
     ap.add_argument("--checkpoint", default=None, help="weights for --quality-model (default: its own)")
     ap.add_argument("--episodes", type=int, default=20, help="generated episodes for --quality")
@@ -582,6 +588,9 @@ def main(argv=None) -> int:
         sys.stdout.reconfigure(line_buffering=True)  # rows appear as they are measured, also through a pipe
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.rss_child:
+        rss_child(args)
+        return 0
     if not args.quality and not args.process_rss:
         try:
             import transformers  # noqa: F401
