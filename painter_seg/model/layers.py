@@ -98,8 +98,8 @@ class BiasWorkspace:
     The bias is ``B * heads * L * L`` values in every block (157 MB for ViT-L's 1,568 tokens in fp32 at B = 1).
     A fresh tensor of that size is a fresh mmap on CPU, and filling it page-faults every page: measured on the
     2-core box, that doubled the attention time of a ViT-L block (0.45 s -> 0.22 s with the buffer reused).
-    Only for forwards without autograd (the buffer is overwritten by the next block); the encoder creates one
-    per forward, so nothing outlives the call. Attention then runs over groups of (sample, head) slices whose
+    Only for CPU forwards without autograd (the buffer is overwritten by the next block); the encoder creates
+    one per forward, so nothing outlives the call. Attention then runs over groups of (sample, head) slices whose
     bias fits ``max_bytes`` (160 MiB: all 16 heads of one ViT-L sample in fp32), so peak memory does not grow
     with the batch (2N streams before the merge, N prompts under feature ensemble); each slice's numbers are
     the same as in one call. Measured per ViT-L block on the 2-core box: 0.364 s with one group per sample,

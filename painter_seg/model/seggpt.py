@@ -215,8 +215,9 @@ class SegGPT(nn.Module):
         y = y + self.segment_token_y + pos + type_emb
 
         h = torch.cat([x, y], dim=0)
-        # Without autograd the blocks share one buffer for their attention bias (see BiasWorkspace).
-        workspace = None if torch.is_grad_enabled() else BiasWorkspace()
+        # CPU inference: the blocks share one buffer for their attention bias (see BiasWorkspace). On CUDA the
+        # caching allocator already reuses memory, and one batched attention call per block is faster.
+        workspace = None if torch.is_grad_enabled() or h.device.type != "cpu" else BiasWorkspace()
         feats = []
         for i, blk in enumerate(self.blocks):
             mode = ENSEMBLE_OFF
