@@ -53,7 +53,7 @@ def test_box_prompt_becomes_mask(tiny_model):
 
 def _run(*args, cwd=REPO):
     return subprocess.run([sys.executable, str(REPO / "tools/segment.py"), "model=seggpt_tiny",
-                           "device=cpu", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+                           "device=cpu", *map(str, args)], capture_output=True, text=True, cwd=cwd, check=False)
 
 
 def test_cli_writes_exactly_the_promised_files(tmp_path):
@@ -137,7 +137,7 @@ def test_evaluate_tool_fewshot_report_with_baselines(tmp_path):
             Image.fromarray((lab > 0).astype(np.uint8) * 255).save(root / c / f"{i}.png")
     r = subprocess.run([sys.executable, str(REPO / "tools/evaluate.py"), "task=fewshot", f"root={root}",
                         "model=seggpt_tiny", "device=cpu", "episodes_per_class=1",
-                        f"output_dir={tmp_path}/ev"], capture_output=True, text=True, cwd=REPO)
+                        f"output_dir={tmp_path}/ev"], capture_output=True, text=True, cwd=REPO, check=False)
     assert r.returncode == 0, r.stderr
     rep = json.loads((tmp_path / "ev" / "fewshot_report.json").read_text())
     assert set(rep["rows"]) == {"plain@1", "baseline_copy_prompt_mask", "baseline_all_foreground"}
@@ -157,7 +157,7 @@ def test_evaluate_tool_synthetic_rows_share_heldout_episodes(tmp_path):
     r = subprocess.run([sys.executable, str(REPO / "tools/evaluate.py"), "task=fewshot", "data=synthetic",
                         "data.episodes=2", "data.size=[64,64]", "rows=[plain@1,feature_ensemble@2]",
                         "model=seggpt_tiny", "device=cpu", f"output_dir={tmp_path}/ev"],
-                       capture_output=True, text=True, cwd=REPO)
+                       capture_output=True, text=True, cwd=REPO, check=False)
     assert r.returncode == 0, r.stderr
     rep = json.loads((tmp_path / "ev" / "fewshot_report.json").read_text())
     assert list(rep["rows"]) == ["plain@1", "feature_ensemble@2", "baseline_copy_prompt_mask",
@@ -167,6 +167,6 @@ def test_evaluate_tool_synthetic_rows_share_heldout_episodes(tmp_path):
     assert {row["pairs"] for row in rep["rows"].values()} == {n_ids}
     bad = subprocess.run([sys.executable, str(REPO / "tools/evaluate.py"), "task=fewshot", "data=synthetic",
                           "rows=[plain@3]", "model=seggpt_tiny", "device=cpu", f"output_dir={tmp_path}/ev2"],
-                         capture_output=True, text=True, cwd=REPO)
+                         capture_output=True, text=True, cwd=REPO, check=False)
     assert bad.returncode == 2 and bad.stderr.strip() == (
         "error: rows: plain@3: the plain strategy takes 1 prompt; use an ensemble")

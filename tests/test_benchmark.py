@@ -87,4 +87,7 @@ def test_process_rss_mode_reports_one_fresh_process(tmp_path):
     assert p["model"] == "seggpt_tiny" and p["params"] == 15_524_035
     assert 0 < p["rss_start_mib"] <= p["rss_loaded_mib"] <= p["peak_mib"] and p["rss_start_mib"] < p["peak_mib"]
     assert p["rss_after_call_mib"] <= p["peak_mib"]
+    assert abs(p["weights_mib"] - 15_524_035 * 4 / 2**20) < 0.1  # fp32 weights
+    assert 0 < p["rss_file_mib"] and 0 < p["rss_anon_mib"]
+    assert p["rss_file_mib"] + p["rss_anon_mib"] <= p["peak_mib"] + 1
     assert "process RSS, seggpt_tiny" in r.stdout

@@ -39,15 +39,15 @@ def test_vit_large_geometry_matches_official_checkpoint():
 @pytest.mark.parametrize(
     "kw, msg",
     [
-        (dict(merge_index=6), "merge_index: index 6 is outside [0, 6)"),
-        (dict(feature_layers=[[2, 3], [4, 5]]), "feature_layers must be a flat list of ints"),
-        (dict(feature_layers=[1, 3, 4, 5]), "must not precede merge_index"),
-        (dict(feature_layers=[3, 3, 5]), "strictly increasing"),
-        (dict(img_size=(224, 224)), "img_size must be (2*W, W)"),
+        ({"merge_index": 6}, "merge_index: index 6 is outside [0, 6)"),
+        ({"feature_layers": [[2, 3], [4, 5]]}, "feature_layers must be a flat list of ints"),
+        ({"feature_layers": [1, 3, 4, 5]}, "must not precede merge_index"),
+        ({"feature_layers": [3, 3, 5]}, "strictly increasing"),
+        ({"img_size": (224, 224)}, "img_size must be (2*W, W)"),
     ],
 )
 def test_index_lists_are_validated(kw, msg):
-    base = dict(img_size=(448, 224), embed_dim=48, depth=6, num_heads=3, feature_layers=[2, 3, 4, 5])
+    base = {"img_size": (448, 224), "embed_dim": 48, "depth": 6, "num_heads": 3, "feature_layers": [2, 3, 4, 5]}
     base.update(kw)
     with pytest.raises(ValueError) as e:
         SegGPT(**base)
@@ -178,6 +178,25 @@ def test_feature_ensemble_matches_independent_reference(tiny_model):
     q = ours.shape[2] // 2 + 1
     assert (ours[0, :, q:] - ours[2, :, q:]).abs().max().item() < 1e-5
     assert (plain[0, :, q:] - plain[2, :, q:]).abs().max().item() > 1e-3
+
+
+def test_banded_decoder_equals_one_pass(tiny_model):
+    imgs, tgts, bm = _inputs(tiny_model, 2, seed=7)
+    with torch.no_grad():
+        feats = tiny_model.forward_features(imgs, tgts, bm)
+        whole = tiny_model.forward_decoder(feats, band_rows=0)
+        hp = tiny_model.grid_size[0]
+        for rows in (1, 3, hp - 1):  # one row per band, a band that does not divide the grid, two bands
+            banded = tiny_model.forward_decoder(feats, band_rows=rows)
+            assert banded.shape == whole.shape
+            assert (banded - whole).abs().max().item() <= 1e-5, rows
+        # CPU inference bands by default; under autograd the decoder runs in one pass
+        assert tiny_model.decoder_band_rows < hp
+        assert torch.equal(tiny_model.forward_decoder(feats), tiny_model.forward_decoder(feats, band_rows=tiny_model.decoder_band_rows))
+    with torch.enable_grad():
+        feats = [f.detach().requires_grad_() for f in feats]
+        out = tiny_model.forward_decoder(feats)
+        assert out.grad_fn is not None and (out.detach() - whole).abs().max().item() <= 1e-5
 
 
 def test_masked_smooth_l1_matches_hand_computation():

@@ -453,7 +453,9 @@ def process_rss(args, device: torch.device) -> dict:
     out = json.loads(r.stdout.strip().splitlines()[-1])
     print(f"process RSS, {args.model} fp32, 1 prompt ({out['params']:,} params, one fresh process): at start "
           f"{out['rss_start_mib']:.0f} MiB, loaded {out['rss_loaded_mib']:.0f} MiB, after a call "
-          f"{out['rss_after_call_mib']:.0f} MiB, peak {out['peak_mib']:.0f} MiB")
+          f"{out['rss_after_call_mib']:.0f} MiB, peak {out['peak_mib']:.0f} MiB; after both calls (trimmed): "
+          f"file-backed {out['rss_file_mib']:.0f} MiB (weights {out['weights_mib']:.0f} MiB + libraries), "
+          f"anonymous {out['rss_anon_mib']:.0f} MiB")
     return out
 
 
@@ -468,9 +470,15 @@ def rss_child(args) -> None:
     call()
     after = mib("VmRSS")
     call()
+    peak = mib("VmHWM")
+    # What stays: the weights (file-backed pages of the memory-mapped checkpoint, counted in RSS once touched),
+    # shared libraries (file-backed too) and the anonymous memory of the interpreter, libraries and allocator.
+    _malloc_trim()
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values()) / 2**20
     print(json.dumps({"model": args.model, "params": sum(p.numel() for p in model.parameters()),
-                      "rss_start_mib": start, "rss_loaded_mib": loaded, "rss_after_call_mib": after,
-                      "peak_mib": mib("VmHWM")}))
+                      "weights_mib": round(weights, 1), "rss_start_mib": start, "rss_loaded_mib": loaded,
+                      "rss_after_call_mib": after, "peak_mib": peak, "rss_file_mib": mib("RssFile"),
+                      "rss_anon_mib": mib("RssAnon")}))
 
 
 # --------------------------------------------------------------------------------------------- quality

@@ -58,7 +58,7 @@ class CompiledModel:
         self._succeeded = False  # a compiled call has worked (later failures must look like compile errors)
         try:
             self.compiled = torch.compile(model, **compile_kwargs)
-        except Exception as e:  # any failure just means "run eager"
+        except Exception as e:  # noqa: BLE001 (any failure just means "run eager")
             log.warning("compile: torch.compile is unavailable (%s); running eager", _first_line(e))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
