@@ -193,6 +193,10 @@ def test_banded_decoder_equals_one_pass(tiny_model):
         # CPU inference bands by default; under autograd the decoder runs in one pass
         assert tiny_model.decoder_band_rows < hp
         assert torch.equal(tiny_model.forward_decoder(feats), tiny_model.forward_decoder(feats, band_rows=tiny_model.decoder_band_rows))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        one = tiny_model.forward_decoder(feats, band_rows=0)
+        banded = tiny_model.forward_decoder(feats, band_rows=3)
+        assert banded.dtype == one.dtype == torch.bfloat16 and torch.equal(banded, one)
     with torch.enable_grad():
         feats = [f.detach().requires_grad_() for f in feats]
         out = tiny_model.forward_decoder(feats)

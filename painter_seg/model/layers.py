@@ -28,7 +28,8 @@ def validate_layer_indices(name: str, indices: Sequence[int], depth: int) -> lis
     out = []
     for i in indices:
         if isinstance(i, bool) or not isinstance(i, int):
-            raise ValueError(f"{name} must be a flat list of ints, got element {i!r} in {list(indices)!r}")  # noqa: TRY004 (one error type for config checks)
+            msg = f"{name} must be a flat list of ints, got element {i!r} in {list(indices)!r}"
+            raise ValueError(msg)  # noqa: TRY004 (one error type for config checks)
         if not 0 <= i < depth:
             raise ValueError(f"{name}: index {i} is outside [0, {depth}) for a {depth}-block encoder")
         out.append(i)
