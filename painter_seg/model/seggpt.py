@@ -250,9 +250,8 @@ class SegGPT(nn.Module):
         n, hp, wp, _ = x.shape
         p, d = self.patch_size, self.decoder_embed_dim
         if band_rows <= 0 or band_rows >= hp:
-            x = self.decoder_embed(x).reshape(n, hp, wp, p, p, d)
-            return self.decoder_pred(x.permute(0, 5, 1, 3, 2, 4).reshape(n, d, hp * p, wp * p))
-        pix = None  # in the embedding's dtype (bf16 under autocast)
+            band_rows = hp  # one band: the whole canvas
+        pix = None  # [N, D, H, W] in the embedding's dtype (bf16 under autocast)
         step = max(band_rows, hp // 2)  # the big matrix product in two halves: narrow bands run it slower
         for r0 in range(0, hp, step):
             r1 = min(r0 + step, hp)
@@ -261,6 +260,8 @@ class SegGPT(nn.Module):
                 pix = y.new_empty(n, d, hp * p, wp * p)
             pix[:, :, r0 * p : r1 * p].view(n, d, r1 - r0, p, wp, p).copy_(y.permute(0, 5, 1, 3, 2, 4))
         rows, height = band_rows * p, hp * p
+        if rows >= height:
+            return self.decoder_pred(pix)
         out = None
         for y0 in range(0, height, rows):
             y1 = min(y0 + rows, height)
