@@ -1,8 +1,10 @@
 """The SegGPT network: shapes, key names, index validation, fused = manual attention, the ensemble, the loss."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from painter_seg import build_model
 from painter_seg.model import SegGPT, masked_smooth_l1
@@ -220,6 +222,29 @@ def test_masked_smooth_l1_matches_hand_computation():
     ref_v = torch.where(d[0] < 0.01, 0.5 * d[0] ** 2 / 0.01, d[0] - 0.005).mean()
     assert abs(loss_v.item() - ref_v.item()) < 1e-6
 
+
+
+def test_masked_smooth_l1_weights_foreground_pixels():
+    from painter_seg.codec.canvas import normalize
+
+    p = 4
+    black = torch.from_numpy(normalize(np.zeros(3))).view(1, 3, 1, 1)
+    tgt = black.expand(1, 3, 16, 8).clone()
+    tgt[:, :, 12:, 4:] = torch.from_numpy(normalize(np.array([1.0, 0.0, 0.0]))).view(1, 3, 1, 1)
+    pred = torch.zeros(1, 3, 16, 8)
+    bm = torch.zeros(1, 8, dtype=torch.bool)
+    bm[0, 4:] = True  # the bottom half: 48 background and 16 foreground pixels
+    per_px = F.smooth_l1_loss(pred, tgt, reduction="none", beta=1.0).mean(1)[0, 8:]
+    fg = torch.zeros(8, 8, dtype=torch.bool)
+    fg[4:, 4:] = True
+    for w in (1.0, 2.5):
+        ref = (per_px[~fg].sum() + w * per_px[fg].sum()) / (48 + w * 16)
+        loss = masked_smooth_l1(pred, tgt, bm, p, beta=1.0, fg_weight=w)
+        assert abs(loss.item() - ref.item()) < 1e-6
+    assert masked_smooth_l1(pred, tgt, bm, p, beta=1.0, fg_weight=2.5).item() > \
+        masked_smooth_l1(pred, tgt, bm, p, beta=1.0).item()
+    with pytest.raises(ValueError, match="fg_weight must be > 0, got 0"):
+        masked_smooth_l1(pred, tgt, bm, p, fg_weight=0)
 
 def test_every_parameter_gets_a_gradient():
     torch.manual_seed(0)

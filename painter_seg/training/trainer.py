@@ -487,6 +487,7 @@ class Trainer:
             self.net.patch_size,
             valid=b["valid"],
             beta=float(self.tcfg.get("loss_beta", 0.01)),
+            fg_weight=float(self.tcfg.get("loss_fg_weight", 1.0)),
         )
 
     def train_step(
