@@ -53,6 +53,17 @@ def test_speed_report_has_every_configuration_and_fp32_matches_transformers(tmp_
     bf = res["1prompt/bf16"]
     assert bf["ratio_vs_theirs_fp32"] == pytest.approx(bf["ours_ms"] / res["1prompt/fp32"]["theirs_ms"], rel=1e-2)
     assert "ratio_vs_theirs_fp32" not in res["1prompt/fp32"] and "ratio_vs_theirs_fp32" not in res["se4/bf16"]
+    # work rate: one count per workload (the same in every precision), set against the measured matrix rate
+    rates = doc["meta"]["mm_rate"]
+    assert set(rates) == {"fp32", "bf16"} and rates["fp32"]["shape"] == [784, 192, 768]
+    assert all(r["gflops"] > 0 for r in rates.values())
+    for w in ("1prompt", "fe4", "se4"):
+        assert res[f"{w}/fp32"]["gflop"] == res[f"{w}/bf16"]["gflop"] == doc["meta"]["gflop_per_call"][w] > 0
+    assert res["fe4/fp32"]["gflop"] > 3 * res["1prompt/fp32"]["gflop"]
+    for key, row in res.items():
+        assert row["ours_gflops"] == pytest.approx(row["gflop"] / row["ours_ms"] * 1e3, rel=1e-2)
+        assert row["ours_mm_fraction"] == pytest.approx(row["ours_gflops"] / rates[row["precision"]]["gflops"],
+                                                        rel=1e-2)
 
 
 @pytest.mark.timeout(200)
@@ -67,11 +78,30 @@ def test_quality_mode_compares_bf16_with_fp32(tmp_path):
     assert 0.0 <= q["precisions"]["bf16"]["iou_vs_fp32_min"] <= q["precisions"]["bf16"]["iou_vs_fp32_mean"] <= 1.0
 
 
-def test_bad_configuration_is_a_one_line_error(capsys):
+def _tool():
     spec = importlib.util.spec_from_file_location("benchmark_tool", REPO / "tools/benchmark.py")
     tool = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = tool  # its dataclasses look their module up there
     spec.loader.exec_module(tool)
+    return tool
+
+
+def test_flop_count_includes_attention_with_a_bias():
+    import torch
+    import torch.nn.functional as F
+
+    q, bias = torch.randn(2, 3, 40, 16), torch.randn(2, 3, 40, 40)
+    x, w = torch.randn(40, 16), torch.randn(24, 16)
+
+    def call():
+        return F.scaled_dot_product_attention(q, q, q, attn_mask=bias).sum() + F.linear(x, w).sum()
+
+    # q k^T and attn v: 2 x (2 flop x B H L L D); the linear: 2 x M K N
+    assert _tool().count_gflop(call) * 1e9 == pytest.approx(2 * 2 * 2 * 3 * 40 * 40 * 16 + 2 * 40 * 16 * 24)
+
+
+def test_bad_configuration_is_a_one_line_error(capsys):
+    tool = _tool()
     assert tool.main(["--model", "seggpt_tiny", "--configs", "nope", "--device", "cpu"]) == 2
     assert "--configs: unknown ['nope']" in capsys.readouterr().err
 

@@ -51,6 +51,16 @@ bf16 and (CUDA) fp16; reported: IoU of each reduced-precision label map with the
 present in either map, then over episodes), the share of identical pixels, and each precision's foreground IoU
 against the ground truth.
 
+Work rate (on by default, ``--no-roofline`` skips it). The matrix-product work of one call of each workload is
+counted once with ``torch.utils.flop_counter.FlopCounterMode`` on our model (linear layers, convolutions, batched
+products, and the two products inside fused attention, which torch does not count for SDPA with a bias); it is
+the same for every precision. The matrix rate the device reaches is measured per precision on the model's own
+largest product (the MLP's first linear layer on one prompt-target pair's tokens, weights already in that dtype,
+median of 5 calls after warm-up). Each row then reports ``ours_gflops`` (work / ours' median time) and
+``ours_mm_fraction``, that rate as a share of the measured matrix rate: 1.0 would mean that nothing but matrix
+products at full speed was left, so ``gflop / mm_rate`` is a floor for the time of that precision on this
+device.
+
 ``--json PATH`` writes every number printed (and the raw times) to PATH.
 """
 from __future__ import annotations
@@ -295,12 +305,44 @@ def _timed(fn: Callable[[], torch.Tensor], device: torch.device) -> tuple[float,
     return (time.perf_counter() - t) * 1e3, out
 
 
+def count_gflop(fn: Callable[[], torch.Tensor]) -> float:
+    """Matrix-product GFLOP of one call of ``fn`` (multiply-adds count 2)."""
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+    def sdpa(q, k, v, *args, out_shape=None, **kwargs):  # shapes: FlopCounterMode passes them, not tensors
+        return sdpa_flop_count(q, k, v)
+
+    # SDPA on CPU lands in this kernel, which torch's counter has no formula for (the CUDA kernels it has)
+    cpu_flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    with FlopCounterMode(display=False, custom_mapping={cpu_flash: sdpa}) as fc:
+        fn()
+    return fc.get_total_flops() / 1e9
+
+
+def matmul_rate(model: SegGPT, device: torch.device, precision: str, repeats: int = 5) -> dict:
+    """Measured GFLOP/s of ``F.linear`` in ``precision`` on the model's MLP shape (one prompt-target pair)."""
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    fc1 = model.blocks[0].mlp.fc1
+    m = 2 * model.num_patches  # the image and the mask stream before the merge
+    x = torch.randn(m, fc1.in_features, device=device, dtype=dtype)
+    w = torch.randn(fc1.out_features, fc1.in_features, device=device, dtype=dtype)
+    with torch.inference_mode():
+        for _ in range(2):
+            torch.nn.functional.linear(x, w)
+        times = [_timed(lambda: torch.nn.functional.linear(x, w), device)[0] for _ in range(repeats)]
+    gflop = 2 * m * fc1.in_features * fc1.out_features / 1e9
+    return {"shape": [m, fc1.in_features, fc1.out_features], "gflop": round(gflop, 3),
+            "gflops": round(gflop / (statistics.median(times) / 1e3), 1)}
+
+
 def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).abs().max())
 
 
 def run_config(w: Workload, precision: str, compiled: bool, ours: SegGPT, hf, merge_fix, args,
-               device: torch.device) -> dict:
+               device: torch.device, work: dict | None = None) -> dict:
+    """One configuration; ``work`` (``{"gflop": {workload: GFLOP}, "mm_rate": {precision: matmul_rate}}``)
+    adds the work-rate fields and caches each workload's count."""
     half = ours.half_size
     res: dict = {"workload": w.name, "precision": precision, "compile": compiled, "prompts": w.prompts,
                  "targets": w.targets, "strategy": w.strategy}
@@ -339,6 +381,14 @@ def run_config(w: Workload, precision: str, compiled: bool, ours: SegGPT, hf, me
     res["ours_peak_mib"] = _round(peak_mib(ours_call, device)) if args.memory else None
     res["theirs_peak_mib"] = _round(peak_mib(theirs_call, device)) if args.memory and theirs_call else None
     res["max_abs_diff"] = _max_diff(out_ours, out_theirs) if out_theirs is not None else None
+    if work is not None:
+        if w.name not in work["gflop"]:  # the same work in every precision; counted on the eager model
+            work["gflop"][w.name] = round(count_gflop(make_calls(w, ours, None, device, precision, args.seed,
+                                                                 half)[0]), 3)
+        rate = work["mm_rate"].get(precision)
+        res["gflop"] = work["gflop"][w.name]
+        res["ours_gflops"] = round(res["gflop"] / (res["ours_ms"] / 1e3), 1)
+        res["ours_mm_fraction"] = round(res["ours_gflops"] / rate["gflops"], 3) if rate else None
     if w.strategy == "feature_ensemble" and theirs_call is not None and not compiled:
         if merge_fix.enabled:
             with merge_fix.stock():
@@ -365,7 +415,8 @@ def print_row(name: str, r: dict) -> None:
     print(f"{name:<24} {_fmt(r['ours_ms'], '10.1f')} {_fmt(r['theirs_ms'], '10.1f')} "
           f"{_fmt(r['ratio'], '7.2f')} {_fmt(r.get('ratio_vs_theirs_fp32'), '10.2f')} "
           f"{_fmt(r['ours_peak_mib'], '9.1f')} "
-          f"{_fmt(r['theirs_peak_mib'], '10.1f')} {_fmt(r['max_abs_diff'], '10.2e')}", flush=True)
+          f"{_fmt(r['theirs_peak_mib'], '10.1f')} {_fmt(r['max_abs_diff'], '10.2e')} "
+          f"{_fmt(r.get('ours_gflops'), '9.1f')} {_fmt(r.get('ours_mm_fraction'), '7.2f')}", flush=True)
 
 
 def speed(args, device: torch.device) -> dict:
@@ -402,8 +453,15 @@ def speed(args, device: torch.device) -> dict:
     }
     print(f"device {meta['device_name']}, torch {meta['torch']}, transformers {meta['transformers']}, "
           f"{meta['threads']} threads; memory: {meta['memory_method']}")
+    work = None
+    if args.roofline:
+        work = {"gflop": {}, "mm_rate": {p: matmul_rate(ours, device, p) for p in precisions
+                                         if p != "fp16" or device.type == "cuda"}}
+        meta["mm_rate"] = work["mm_rate"]
+        print("measured matrix rate (F.linear " + " x ".join(map(str, next(iter(work["mm_rate"].values()))[
+            "shape"])) + "): " + ", ".join(f"{p} {r['gflops']:.0f} GFLOP/s" for p, r in work["mm_rate"].items()))
     print(f"{'configuration':<24} {'ours ms':>10} {'theirs ms':>10} {'ratio':>7} {'vs th.fp32':>10} {'ours MiB':>9} "
-          f"{'theirs MiB':>10} {'max|diff|':>10}")
+          f"{'theirs MiB':>10} {'max|diff|':>10} {'GFLOP/s':>9} {'of mm':>7}")
     results: dict[str, dict] = {}
     for compiled in compile_modes:
         for precision in precisions:
@@ -415,7 +473,7 @@ def speed(args, device: torch.device) -> dict:
                                     "skipped": "fp16 autocast needs CUDA"}
                 else:
                     try:
-                        results[key] = run_config(w, precision, compiled, ours, hf, merge_fix, args, device)
+                        results[key] = run_config(w, precision, compiled, ours, hf, merge_fix, args, device, work)
                         # low precision against the reference's fp32 time of the same workload (same run)
                         ref = results.get(f"{name}/fp32", {}).get("theirs_ms")
                         if precision != "fp32" and ref:
@@ -427,6 +485,8 @@ def speed(args, device: torch.device) -> dict:
                         results[key] = {"workload": name, "precision": precision, "compile": compiled,
                                         "skipped": f"torch.compile failed: {type(e).__name__}: {msg}"}
                 print_row(key, results[key])
+    if work is not None:
+        meta["gflop_per_call"] = work["gflop"]
     return {"meta": meta, "results": results}
 
 
@@ -573,6 +633,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="transformers' merge layer under feature ensemble: official per-stream averaging "
                          "(comparable outputs) or transformers' own")
     ap.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory calls")
+    ap.add_argument("--no-roofline", dest="roofline", action="store_false",
+                    help="skip the FLOP count and the matrix-rate measurement")
     ap.add_argument("--json", type=Path, default=None, help="write all results to this file")
     ap.add_argument("--quality", action="store_true",
                     help="instead of speed: label maps of bf16 (and fp16 on CUDA) vs fp32 on generated episodes")
