@@ -237,6 +237,21 @@ def test_one_step_lowers_loss_on_fixed_batch(tmp_path):
     assert after < before
 
 
+def test_loss_fg_weight_reaches_the_objective(tmp_path):
+    from painter_seg.model.loss import masked_smooth_l1
+
+    trainer = Trainer(_cfg(tmp_path, "train.loss_fg_weight=2.5", "train.p_half_mask=1", "train.loss_beta=100"))
+    batch = _batch(trainer.dataset, [0, 1])
+    mask = trainer.masks_for(0, 0, 2)
+    with torch.no_grad():
+        got = trainer.compute_loss(batch, mask).item()
+        pred = trainer.net(batch["imgs"], batch["tgts"], bool_masked_pos=mask, seg_type=batch["seg_type"])
+        args = (pred.float(), batch["tgts"], mask, trainer.net.patch_size)
+        weighted = masked_smooth_l1(*args, valid=batch["valid"], beta=100.0, fg_weight=2.5).item()
+        plain = masked_smooth_l1(*args, valid=batch["valid"], beta=100.0).item()
+    assert got == pytest.approx(weighted, rel=1e-4) and abs(weighted - plain) > 1e-3 * plain
+
+
 def test_every_parameter_gets_a_gradient(tmp_path):
     trainer = Trainer(_cfg(tmp_path, "train.p_half_mask=0"))
     batch = _batch(trainer.dataset, [2, 3])
