@@ -458,8 +458,8 @@ def speed(args, device: torch.device) -> dict:
         work = {"gflop": {}, "mm_rate": {p: matmul_rate(ours, device, p) for p in precisions
                                          if p != "fp16" or device.type == "cuda"}}
         meta["mm_rate"] = work["mm_rate"]
-        print("measured matrix rate (F.linear " + " x ".join(map(str, next(iter(work["mm_rate"].values()))[
-            "shape"])) + "): " + ", ".join(f"{p} {r['gflops']:.0f} GFLOP/s" for p, r in work["mm_rate"].items()))
+        for p, r in work["mm_rate"].items():
+            print(f"measured matrix rate, {p}: {r['gflops']:.0f} GFLOP/s (F.linear {' x '.join(map(str, r['shape']))})")
     print(f"{'configuration':<24} {'ours ms':>10} {'theirs ms':>10} {'ratio':>7} {'vs th.fp32':>10} {'ours MiB':>9} "
           f"{'theirs MiB':>10} {'max|diff|':>10} {'GFLOP/s':>9} {'of mm':>7}")
     results: dict[str, dict] = {}

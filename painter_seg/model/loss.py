@@ -1,13 +1,14 @@
 """Training objective of SegGPT / Painter."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..codec.canvas import IMAGENET_MEAN, IMAGENET_STD
+from ..codec.canvas import normalize
 
 # The background colour (black) in the model's ImageNet-normalised target space.
-_BLACK = tuple(-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD))
+_BLACK = tuple(normalize(np.zeros(3)).tolist())
 
 
 def masked_smooth_l1(
