@@ -387,8 +387,9 @@ def run_config(w: Workload, precision: str, compiled: bool, ours: SegGPT, hf, me
                                                                  half)[0]), 3)
         rate = work["mm_rate"].get(precision)
         res["gflop"] = work["gflop"][w.name]
-        res["ours_gflops"] = round(res["gflop"] / (res["ours_ms"] / 1e3), 1)
-        res["ours_mm_fraction"] = round(res["ours_gflops"] / rate["gflops"], 3) if rate else None
+        gflops = res["gflop"] / (res["ours_ms"] / 1e3)
+        res["ours_gflops"] = round(gflops, 1)
+        res["ours_mm_fraction"] = round(gflops / rate["gflops"], 4) if rate else None
     if w.strategy == "feature_ensemble" and theirs_call is not None and not compiled:
         if merge_fix.enabled:
             with merge_fix.stock():
