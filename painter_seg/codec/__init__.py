@@ -34,10 +34,12 @@ from .palette import (
     palette_sigma,
     random_palette,
 )
+from .seg_type import SegType
 
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "SegType",
     "build_palette",
     "colors_to_labels",
     "compact_labels",
