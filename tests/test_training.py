@@ -30,8 +30,9 @@ from painter_seg.data.in_context import (
     SyntheticInContextDataset,
 )
 from painter_seg.training.masking import BlockMaskGenerator, bottom_half_mask, sample_mask
-from painter_seg.training.optim import WarmupCosine, build_optimizer, param_groups
+from painter_seg.training.optim import build_optimizer, param_groups
 from painter_seg.training.trainer import CSV_FIELDS, Trainer, train
+from painter_seg.utils.schedule import WarmupCosine, warmup_cosine
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = str(REPO / "conf")
@@ -126,6 +127,7 @@ def test_warmup_cosine_schedule():
     assert vals[4] == pytest.approx(1.0)
     assert all(a >= b for a, b in itertools.pairwise(vals[4:]))
     assert vals[14] == pytest.approx(0.1) and vals[15] == pytest.approx(0.1)
+    assert vals == [warmup_cosine(s, 14, 4, 0.1) for s in range(16)]  # the object is the function
 
 
 # ------------------------------------------------------------------------------------ data

@@ -1,4 +1,4 @@
-"""Optimiser and learning-rate schedule for SegGPT training.
+"""Optimiser for SegGPT training (the schedule is :mod:`painter_seg.utils.schedule`).
 
 * Parameter groups: no weight decay for biases, norm weights (every tensor with ``ndim <= 1``) and
   the names in ``model.no_weight_decay()`` (tokens, ``pos_embed``).
@@ -7,24 +7,16 @@
   tokens, ``pos_embed``) ``decay ** (depth + 1)``, everything after the blocks (shared norm,
   decoder) ``1.0``.
 * AdamW over those groups; each group's ``lr`` is ``base_lr * lr_scale``.
-* Linear warm-up then cosine decay, as a per-step :class:`~torch.optim.lr_scheduler.LambdaLR`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 
 import torch
 from torch import nn
 
-__all__ = [
-    "WarmupCosine",
-    "build_optimizer",
-    "build_scheduler",
-    "layer_id",
-    "param_groups",
-]
+__all__ = ["build_optimizer", "layer_id", "param_groups"]
 
 # Names (first component) that belong to the embedding "layer 0" of layer-wise decay.
 _EMBED_PREFIXES = (
@@ -111,40 +103,3 @@ def build_optimizer(
     for g in groups:
         g["lr"] = lr * g["lr_scale"]
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps)
-
-
-class WarmupCosine:
-    """lr multiplier: linear warm-up to 1 over ``warmup_steps``, then cosine to ``min_lr_ratio``.
-
-    A callable object (not a closure) so that ``LambdaLR.state_dict()`` stores its plain fields.
-
-    Args:
-        warmup_steps: steps of linear warm-up (step ``s < warmup`` gets ``(s + 1) / (warmup + 1)``).
-        total_steps: schedule length; steps beyond it keep ``min_lr_ratio``.
-        min_lr_ratio: final multiplier.
-    """
-
-    def __init__(self, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0) -> None:
-        if total_steps <= 0 or warmup_steps < 0:
-            raise ValueError(
-                f"need total_steps > 0 and warmup_steps >= 0, got {total_steps}, {warmup_steps}"
-            )
-        self.warmup_steps = int(warmup_steps)
-        self.total_steps = int(total_steps)
-        self.min_lr_ratio = float(min_lr_ratio)
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup_steps:
-            return (step + 1) / (self.warmup_steps + 1)
-        span = max(self.total_steps - self.warmup_steps, 1)
-        t = min(max(step - self.warmup_steps, 0) / span, 1.0)
-        return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
-
-
-def build_scheduler(
-    optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-step warm-up + cosine schedule (call ``scheduler.step()`` after each optimiser step)."""
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, WarmupCosine(warmup_steps, total_steps, min_lr_ratio)
-    )

@@ -5,7 +5,7 @@
 official ViT-L), the dataset from ``cfg.data``
 (:func:`painter_seg.data.in_context.build_train_dataset`), AdamW with optional layer-wise lr
 decay and a warm-up + cosine schedule
-(:mod:`painter_seg.training.optim`), and runs optimiser steps of the masked smooth-L1 loss with
+(:mod:`painter_seg.training.optim`, :mod:`painter_seg.utils.schedule`), and runs optimiser steps of the masked smooth-L1 loss with
 Painter's masks (:mod:`painter_seg.training.masking`).
 
 Outputs in ``cfg.output_dir`` (rank 0 only):
@@ -61,8 +61,9 @@ from ..data.in_context import build_train_dataset
 from ..errors import InputError
 from ..model.loss import masked_smooth_l1
 from ..utils.runtime import autocast, resolve_device
+from ..utils.schedule import WarmupCosine, build_scheduler
 from .masking import sample_masks
-from .optim import WarmupCosine, build_optimizer, build_scheduler
+from .optim import build_optimizer
 
 log = logging.getLogger(__name__)
 
