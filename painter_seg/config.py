@@ -1,6 +1,14 @@
-"""Where the Hydra configs live and how to read one group entry without global Hydra state."""
+"""Where the Hydra configs and the bundled examples live, and how to read one group entry without global
+Hydra state.
+
+``conf/`` and ``examples/`` sit at the repository's top level and are installed inside the package as
+``painter_seg.conf`` and ``painter_seg.examples`` (``pyproject.toml``), so an editable install, a wheel installed
+anywhere and a plain checkout on ``PYTHONPATH`` all find them the same way. Configs name bundled files as
+``${example:fewshot/prompt_0.jpg}`` (the ``example`` resolver below).
+"""
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -9,14 +17,40 @@ from omegaconf import DictConfig, OmegaConf
 
 from .errors import InputError
 
+__all__ = ["available", "conf_dir", "example_path", "load_group"]
+
+
+def _package_folder(name: str, fallback: str) -> Path:
+    """The folder of the installed (sub)package ``name``; ``fallback`` beside the package in a bare checkout."""
+    try:
+        spec = importlib.util.find_spec(name)
+    except ImportError:
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        for loc in spec.submodule_search_locations:
+            if Path(loc).is_dir():
+                return Path(loc)
+    return Path(__file__).resolve().parent.parent / fallback
+
 
 def conf_dir() -> Path:
-    """The ``conf/`` folder: ``$PAINTER_SEG_CONF`` if set, else the one beside the package (repo root)."""
+    """The config folder: ``$PAINTER_SEG_CONF`` if set, else the installed ``painter_seg.conf``."""
     env = os.environ.get("PAINTER_SEG_CONF")
-    path = Path(env) if env else Path(__file__).resolve().parent.parent / "conf"
+    path = Path(env) if env else _package_folder("painter_seg.conf", "conf")
     if not path.is_dir():
-        raise InputError(f"{path}: config folder not found (set PAINTER_SEG_CONF to the repo's conf/)")
+        raise InputError(f"{path}: config folder not found (reinstall painter_seg, or set PAINTER_SEG_CONF "
+                         f"to a conf/ folder)")
     return path
+
+
+def example_path(relative: str) -> str:
+    """Absolute path of a bundled example file (``examples/`` of the repository, ``painter_seg/examples`` of an
+    installed wheel), e.g. ``example_path("fewshot/prompt_0.jpg")``."""
+    return str(_package_folder("painter_seg.examples", "examples") / relative)
+
+
+if not OmegaConf.has_resolver("example"):
+    OmegaConf.register_new_resolver("example", example_path)
 
 
 def available(group: str) -> list[str]:

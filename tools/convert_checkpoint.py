@@ -1,63 +1,11 @@
 #!/usr/bin/env python
-"""Convert a SegGPT checkpoint between layouts and print its parameter count.
+"""Convert a SegGPT checkpoint between layouts: ``painter-seg convert``.
 
     python tools/convert_checkpoint.py IN OUT [--to original|hf|safetensors] [--model NAME] [--dtype fp16]
-
-IN: original ``.pth`` (``{"model": ...}``), a transformers snapshot folder / ``model.safetensors`` /
-``pytorch_model.bin``, or our safetensors. OUT's layout comes from ``--to`` or its name: ``*.pth``/``*.pt`` ->
-original, a folder or ``model.safetensors`` -> transformers, other ``*.safetensors`` -> ours. With ``--model``
-the tensors are also checked strictly against that model config. IN is never modified.
 """
-from __future__ import annotations
-
-import argparse
 import sys
-from pathlib import Path
 
-import torch
-
-from painter_seg.checkpoint import LAYOUTS, check_state_dict, read_state_dict, save_checkpoint
-from painter_seg.errors import InputError
-
-
-def infer_layout(out: Path) -> str:
-    if out.suffix in (".pth", ".pt"):
-        return "original"
-    if out.suffix == "" or out.is_dir() or out.name == "model.safetensors":
-        return "hf"
-    if out.suffix == ".safetensors":
-        return "safetensors"
-    raise InputError(f"{out}: cannot tell the output layout from the name; pass --to {{{','.join(LAYOUTS)}}}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("src", help="input checkpoint (file or transformers folder)")
-    ap.add_argument("dst", help="output file or folder")
-    ap.add_argument("--to", choices=LAYOUTS, default=None, help="output layout (default: from the name)")
-    ap.add_argument("--model", default=None, help="check against this model config (e.g. seggpt_vit_large)")
-    ap.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default=None, help="cast floating tensors")
-    args = ap.parse_args(argv)
-    try:
-        src, dst = Path(args.src), Path(args.dst)
-        if dst.resolve() == src.resolve():
-            raise InputError(f"{dst}: output would overwrite the input checkpoint")
-        sd, meta = read_state_dict(src)
-        if args.model:
-            from painter_seg import build_model
-
-            check_state_dict(build_model(args.model, pretrained=False), sd, str(src), args.model)
-        layout = args.to or infer_layout(dst)
-        dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}.get(args.dtype or "")
-        out = save_checkpoint(sd, dst, layout=layout, dtype=dtype, metadata={
-            k: v for k, v in meta.items() if k not in ("format", "layout")})
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    n = sum(v.numel() for v in sd.values())
-    print(f"{src} ({meta['layout']}) -> {out} ({layout}): {len(sd)} tensors, {n:,} parameters")
-    return 0
-
+from painter_seg.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main(["convert", *sys.argv[1:]])

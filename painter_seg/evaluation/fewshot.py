@@ -1,5 +1,5 @@
-"""Evaluation jobs behind ``tools/evaluate.py``: few-shot episodes (folder data sets or held-out generated
-episodes) and VOS J&F.
+"""Few-shot evaluation: the episodes (folder data sets or held-out generated episodes) and their scoring.
+The job that runs strategies over them is :mod:`painter_seg.jobs.evaluate`.
 
 Few-shot protocol. Every episode has a class name, K prompt pairs and one query pair, all with integer id
 maps. Each foreground id ``j`` of the query is scored as a binary pair ``(pred == j, gt == j)`` under the
@@ -14,25 +14,28 @@ is the object" for every id.
 """
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
-from omegaconf import DictConfig, ListConfig
-from tqdm import tqdm
 
+from ..codec.canvas import resize_labels
 from ..errors import InputError
-from ..io.files import atomic_path, ensure_output_dir
 from ..io.images import load_image
 from ..io.masks import load_mask
 from .miou import FewShotMeter
 
-__all__ = ["HELDOUT_SEED_BASE", "EvalEpisode", "folder_episodes", "parse_rows", "run_fewshot",
-           "score_episode", "synthetic_episodes"]
+__all__ = [
+    "BASELINES",
+    "HELDOUT_SEED_BASE",
+    "EvalEpisode",
+    "folder_episodes",
+    "parse_rows",
+    "score_baselines",
+    "score_episode",
+    "synthetic_episodes",
+]
 
 # Training draws every generated episode's seed from ``rng.integers(0, 2**31 - 1)``
 # (painter_seg.data.in_context.SyntheticInContextDataset): evaluation seeds start at 2**31, so no
@@ -111,76 +114,24 @@ def parse_rows(rows: Sequence[str] | None, strategy: str, shots: int) -> list[tu
     return out
 
 
-def score_episode(meter: FewShotMeter, name: str, pred: np.ndarray, gt: np.ndarray) -> None:
-    """Add every foreground id of ``gt`` as one binary (pred == id, gt == id) pair of class ``name``."""
+def score_episode(meter: FewShotMeter, name: str, pred: np.ndarray, gt: np.ndarray,
+                  all_foreground: bool = False) -> None:
+    """Add every foreground id ``j`` of ``gt`` as one binary pair ``(pred == j, gt == j)`` of class ``name``
+    (255 in ``gt`` is ignored). ``all_foreground`` scores the prediction "every pixel is ``j``" instead."""
     for j in np.unique(gt):
         if j == 0 or j == 255:
             continue
         g = np.where(gt == 255, 255, gt == j).astype(np.int64)
-        meter.update(name, (pred == j).astype(np.int64), g)
+        meter.update(name, np.ones_like(gt) if all_foreground else (pred == j).astype(np.int64), g)
 
 
-def run_fewshot(cfg: DictConfig) -> dict:
-    """mIoU / FB-IoU of one or more ``strategy@K`` rows and the trivial baselines on the same episodes."""
-    from ..apps.few_shot import FewShotSegmenter
-    from ..build import build_model
-    from ..utils.runtime import resolve_device
+BASELINES = ("baseline_copy_prompt_mask", "baseline_all_foreground")
 
-    rows = parse_rows(list(cfg.rows) if isinstance(cfg.get("rows"), (list, ListConfig)) else None,
-                      cfg.strategy.name, cfg.shots)
-    shots = max(k for _, k in rows)
-    data = cfg.get("data") or {"source": "folder"}
-    if data.get("source") == "synthetic":
-        num = int(data.get("episodes", 300))
-        episodes = synthetic_episodes(num, shots, int(cfg.seed), data.get("size", (224, 224)),
-                                      data.get("kinds"))
-        source = f"synthetic held-out episodes (seed {cfg.seed})"
-    elif data.get("source") == "folder":
-        if not cfg.root:
-            raise InputError("give root=<folder data set> (FSS-1000, PerSeg, flat pairs or images/masks "
-                             "layout), or data=synthetic")
-        episodes = folder_episodes(Path(cfg.root), shots, int(cfg.episodes_per_class), int(cfg.seed),
-                                   str(cfg.seg_type))
-        source, num = str(cfg.root), None
-    else:
-        raise InputError(f"data.source={data.get('source')}: expected folder or synthetic")
 
-    model = build_model(cfg.model, checkpoint=cfg.checkpoint, device=resolve_device(cfg.device))
-    segmenters = {}
-    for name, k in rows:
-        if name == "plain" and k > 1:
-            raise InputError(f"rows: plain@{k}: the plain strategy takes 1 prompt; use an ensemble")
-        segmenters[f"{name}@{k}"] = (k, FewShotSegmenter(model, strategy=name, precision=cfg.precision))
-    meters = {key: FewShotMeter() for key in segmenters}
-    meters.update({"baseline_copy_prompt_mask": FewShotMeter(), "baseline_all_foreground": FewShotMeter()})
-    seconds = {key: 0.0 for key in segmenters}
-    for ep in tqdm(episodes, total=num, desc="episodes"):
-        q_img, gt = ep.query
-        for key, (k, seg) in segmenters.items():
-            t0 = time.perf_counter()
-            seg.set_prompts([p[0] for p in ep.prompts[:k]], [p[1] for p in ep.prompts[:k]],
-                            seg_type=ep.seg_type)
-            pred = seg.predict(q_img).labels
-            seconds[key] += time.perf_counter() - t0
-            score_episode(meters[key], ep.name, pred, gt)
-        copied = cv2.resize(ep.prompts[0][1].astype(np.uint8), gt.shape[::-1],
-                            interpolation=cv2.INTER_NEAREST).astype(np.int64)
-        score_episode(meters["baseline_copy_prompt_mask"], ep.name, copied, gt)
-        for j in np.unique(gt):
-            if j not in (0, 255):
-                g = np.where(gt == 255, 255, gt == j).astype(np.int64)
-                meters["baseline_all_foreground"].update(ep.name, np.ones_like(gt), g)
-    report = {"data": source, "shots": shots, "seed": int(cfg.seed), "model": str(cfg.model.name),
-              "checkpoint": str(cfg.checkpoint or cfg.model.get("checkpoint")),
-              "rows": {key: {"mIoU": m.miou(), "FB-IoU": m.fb_iou(), "per_class": m.class_iou(),
-                             "pairs": m.num_episodes,
-                             **({"s_per_episode": seconds[key] / max(1, m.num_episodes)}
-                                if key in seconds else {})}
-                       for key, m in meters.items()}}
-    print(f"{'row':28s} {'mIoU':>7s} {'FB-IoU':>7s}  scored pairs")
-    for key, r in report["rows"].items():
-        print(f"{key:28s} {100 * r['mIoU']:7.2f} {100 * r['FB-IoU']:7.2f}  {r['pairs']}")
-    out = ensure_output_dir(Path(cfg.output_dir))
-    with atomic_path(out / "fewshot_report.json") as tmp:
-        Path(tmp).write_text(json.dumps(report, indent=2))
-    return report
+def score_baselines(meters: dict[str, FewShotMeter], ep: EvalEpisode) -> None:
+    """Score the two trivial baselines of ``ep`` into ``meters[BASELINES[i]]``: the first prompt's mask copied
+    onto the query (nearest resize), and "everything is the object" for every foreground id."""
+    gt = ep.query[1]
+    copied = resize_labels(np.asarray(ep.prompts[0][1], np.int64), gt.shape)
+    score_episode(meters[BASELINES[0]], ep.name, copied, gt)
+    score_episode(meters[BASELINES[1]], ep.name, np.full_like(gt, -1), gt, all_foreground=True)

@@ -1,4 +1,4 @@
-"""The few-shot segmentation job behind ``tools/segment.py``: files in, masks/overlays/summary out."""
+"""The few-shot segmentation job (``painter-seg segment``): files in, masks, overlays and summary out."""
 from __future__ import annotations
 
 import glob
@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from PIL import Image
 from tqdm import tqdm
 
+from ..apps.few_shot import FewShotSegmenter, Prediction
 from ..build import build_model
 from ..errors import InputError
 from ..io.files import atomic_path, ensure_output_dir
@@ -22,7 +23,6 @@ from ..io.masks import load_mask, save_label_png
 from ..strategies import TunedPrompt
 from ..utils.dist import DistInfo
 from ..utils.runtime import resolve_device
-from .few_shot import FewShotSegmenter, Prediction
 
 log = logging.getLogger(__name__)
 

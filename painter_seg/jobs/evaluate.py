@@ -1,0 +1,107 @@
+"""The evaluation job (``painter-seg evaluate``): few-shot mIoU of ``strategy@K`` rows with trivial baselines
+(``task=fewshot``), or video J&F (``task=vos``, :mod:`painter_seg.jobs.evaluate_vos`)."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig, ListConfig
+from tqdm import tqdm
+
+from ..apps.few_shot import FewShotSegmenter
+from ..build import build_model
+from ..errors import InputError
+from ..evaluation.fewshot import (
+    BASELINES,
+    EvalEpisode,
+    folder_episodes,
+    parse_rows,
+    score_baselines,
+    score_episode,
+    synthetic_episodes,
+)
+from ..evaluation.miou import FewShotMeter
+from ..io.files import atomic_path, ensure_output_dir
+from ..utils.runtime import resolve_device
+
+__all__ = ["run", "run_fewshot"]
+
+
+def run(cfg: DictConfig) -> int | None:
+    """Dispatch on ``cfg.task``: ``fewshot`` or ``vos``."""
+    if cfg.task == "fewshot":
+        run_fewshot(cfg)
+        return 0
+    if cfg.task == "vos":
+        from . import evaluate_vos
+
+        return evaluate_vos.run(cfg)
+    raise InputError(f"task={cfg.task}: expected fewshot or vos")
+
+
+def _episodes(cfg: DictConfig, shots: int) -> tuple[object, str, int | None]:
+    """The episodes of ``cfg.data`` (held-out generated or a folder set), a description and their count."""
+    data = cfg.get("data") or {"source": "folder"}
+    if data.get("source") == "synthetic":
+        num = int(data.get("episodes", 300))
+        episodes = synthetic_episodes(num, shots, int(cfg.seed), data.get("size", (224, 224)),
+                                      data.get("kinds"))
+        return episodes, f"synthetic held-out episodes (seed {cfg.seed})", num
+    if data.get("source") == "folder":
+        if not cfg.root:
+            raise InputError("give root=<folder data set> (FSS-1000, PerSeg, flat pairs or images/masks "
+                             "layout), or data=synthetic")
+        episodes = folder_episodes(Path(cfg.root), shots, int(cfg.episodes_per_class), int(cfg.seed),
+                                   str(cfg.seg_type))
+        return episodes, str(cfg.root), None
+    raise InputError(f"data.source={data.get('source')}: expected folder or synthetic")
+
+
+def _segmenters(cfg: DictConfig, rows: list[tuple[str, int]]) -> dict[str, tuple[int, FewShotSegmenter]]:
+    model = build_model(cfg.model, checkpoint=cfg.checkpoint, device=resolve_device(cfg.device))
+    out = {}
+    for name, k in rows:
+        if name == "plain" and k > 1:
+            raise InputError(f"rows: plain@{k}: the plain strategy takes 1 prompt; use an ensemble")
+        out[f"{name}@{k}"] = (k, FewShotSegmenter(model, strategy=name, precision=cfg.precision))
+    return out
+
+
+def _score(ep: EvalEpisode, segmenters: dict, meters: dict[str, FewShotMeter], seconds: dict) -> None:
+    q_img, gt = ep.query
+    for key, (k, seg) in segmenters.items():
+        t0 = time.perf_counter()
+        seg.set_prompts([p[0] for p in ep.prompts[:k]], [p[1] for p in ep.prompts[:k]],
+                        seg_type=ep.seg_type)
+        pred = seg.predict(q_img).labels
+        seconds[key] += time.perf_counter() - t0
+        score_episode(meters[key], ep.name, pred, gt)
+    score_baselines(meters, ep)
+
+
+def run_fewshot(cfg: DictConfig) -> dict:
+    """mIoU / FB-IoU of one or more ``strategy@K`` rows and the trivial baselines on the same episodes;
+    prints a table and writes ``fewshot_report.json`` to ``cfg.output_dir``."""
+    rows = parse_rows(list(cfg.rows) if isinstance(cfg.get("rows"), (list, ListConfig)) else None,
+                      cfg.strategy.name, cfg.shots)
+    episodes, source, num = _episodes(cfg, max(k for _, k in rows))
+    out = ensure_output_dir(Path(cfg.output_dir))
+    segmenters = _segmenters(cfg, rows)
+    meters = {key: FewShotMeter() for key in [*segmenters, *BASELINES]}
+    seconds = dict.fromkeys(segmenters, 0.0)
+    for ep in tqdm(episodes, total=num, desc="episodes"):
+        _score(ep, segmenters, meters, seconds)
+    report = {"data": source, "shots": max(k for _, k in rows), "seed": int(cfg.seed),
+              "model": str(cfg.model.name), "checkpoint": str(cfg.checkpoint or cfg.model.get("checkpoint")),
+              "rows": {key: {"mIoU": m.miou(), "FB-IoU": m.fb_iou(), "per_class": m.class_iou(),
+                             "pairs": m.num_episodes,
+                             **({"s_per_episode": seconds[key] / max(1, m.num_episodes)}
+                                if key in seconds else {})}
+                       for key, m in meters.items()}}
+    print(f"{'row':28s} {'mIoU':>7s} {'FB-IoU':>7s}  scored pairs")
+    for key, r in report["rows"].items():
+        print(f"{key:28s} {100 * r['mIoU']:7.2f} {100 * r['FB-IoU']:7.2f}  {r['pairs']}")
+    with atomic_path(out / "fewshot_report.json") as tmp:
+        Path(tmp).write_text(json.dumps(report, indent=2))
+    return report
