@@ -26,7 +26,7 @@ from painter_seg.evaluation import (
     seg2bmap,
     summarize,
 )
-from painter_seg.evaluation.vos import davis_palette
+from painter_seg.io.masks import davis_palette
 
 DAVIS2016 = Path(__file__).resolve().parents[2] / "shared" / "data" / "davis2016"
 

@@ -21,12 +21,12 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from painter_seg.apps.video import VideoPropagator, object_colors
-from painter_seg.apps.video_job import propagate_video, run
 from painter_seg.codec.canvas import denormalize, resize_labels
-from painter_seg.data.synthetic import generate_clip, label_palette
+from painter_seg.data.synthetic import generate_clip
 from painter_seg.evaluation import SUMMARY_KEYS, evaluate_vos
-from painter_seg.io.masks import save_label_png
+from painter_seg.io.masks import davis_palette, save_label_png
 from painter_seg.io.video import Mp4Writer, missing_numbers
+from painter_seg.jobs.propagate import propagate_video, run
 from painter_seg.utils.cli import run_job
 from tests.conftest import REPO
 
@@ -62,7 +62,7 @@ def _write_clip(root: Path, frames: list[np.ndarray], labels: list[np.ndarray] |
     if labels is not None:
         (root / "gt").mkdir()
         for i, lab in enumerate(labels):
-            _save_palette_png(root / "gt" / f"{i:05d}.png", lab, label_palette())
+            _save_palette_png(root / "gt" / f"{i:05d}.png", lab, davis_palette())
     return fdir
 
 
@@ -87,7 +87,7 @@ def score_clip(preds: list[np.ndarray], gt_dir: Path, work: Path) -> dict:
     pred_dir = work / "pred" / gt_dir.name
     pred_dir.mkdir(parents=True)
     for i, lab in enumerate(preds):
-        save_label_png(pred_dir / f"{i:05d}.png", lab, label_palette())
+        save_label_png(pred_dir / f"{i:05d}.png", lab, davis_palette())
     return evaluate_vos(pred_dir, gt_dir, work / "eval")
 
 
@@ -274,7 +274,7 @@ def test_cli_resume_writes_nothing_twice(cli_run):
 def test_cli_undecodable_mp4_is_one_error_line(tmp_path):
     """Through the real CLI (stderr exactly as a user sees it, FFmpeg's own complaints silenced)."""
     _, labels = generate_clip(2, 1, size=SIZE, num_objects=3)
-    _save_palette_png(tmp_path / "first.png", labels[0], label_palette())
+    _save_palette_png(tmp_path / "first.png", labels[0], davis_palette())
     (tmp_path / "bad.mp4").write_bytes(np.random.default_rng(0).bytes(4096))
     r = _cli(f"video={tmp_path / 'bad.mp4'}", f"first_mask={tmp_path / 'first.png'}",
              f"output_dir={tmp_path / 'out'}")
@@ -302,7 +302,7 @@ def _job(capfd, *overrides) -> tuple[int, str]:
 def small_clip(tmp_path):
     frames, labels = generate_clip(4, 4, size=SIZE, num_objects=3)
     fdir = _write_clip(tmp_path, frames)
-    _save_palette_png(tmp_path / "first.png", labels[0], label_palette())
+    _save_palette_png(tmp_path / "first.png", labels[0], davis_palette())
     return fdir, tmp_path / "first.png", labels
 
 
@@ -388,7 +388,7 @@ def test_resume_refuses_an_output_dir_of_another_first_mask(small_clip, tmp_path
     fdir, first, labels = small_clip
     out = tmp_path / "out"
     out.mkdir()
-    save_label_png(out / "00000.png", (labels[0] == 1).astype(np.int64), label_palette())
+    save_label_png(out / "00000.png", (labels[0] == 1).astype(np.int64), davis_palette())
     before = _tree(out)
     code, err = _job(capfd, f"video={fdir}", f"first_mask={first}", f"output_dir={out}")
     assert code == 2 and err == (f"error: {out / '00000.png'}: holds another first-frame mask than {first}; "
@@ -402,7 +402,7 @@ def test_mp4_input_gives_one_png_per_decoded_frame(tiny_model, tmp_path):
     for f in frames:
         w.write(f)
     w.close()
-    _save_palette_png(tmp_path / "first.png", labels[0], label_palette())
+    _save_palette_png(tmp_path / "first.png", labels[0], davis_palette())
     s = propagate_video(VideoPropagator(tiny_model, context_frames=0), tmp_path / "clip.mp4",
                         tmp_path / "first.png", tmp_path / "out", show_progress=False)
     assert s["frames"] == 4 and s["written"] == 4

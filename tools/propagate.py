@@ -16,7 +16,7 @@ from painter_seg.utils.cli import run_job
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="propagate")
 def main(cfg: DictConfig) -> None:
-    from painter_seg.apps.video_job import run
+    from painter_seg.jobs.propagate import run
 
     run_job(run, cfg)
 

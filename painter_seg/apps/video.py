@@ -1,12 +1,24 @@
-"""Video object propagation from annotated frames (SegGPT paper: first frame + K previous predictions under
-the feature ensemble), keeping every object's id.
+"""Video object propagation from annotated frames, keeping every object's id.
 
-The official code feeds back a thresholded white mask, so with several objects all ids collapse into one. Here
-each object keeps a fixed colour for the whole video; fed-back frames are re-coloured with those colours, so ids
-survive, and an object that disappears and comes back is still decoded with its own colour (the annotated
-frame stays in the context).
+Two decoders share one model (:class:`VideoSettings` picks, each model config's ``video:`` block sets the
+defaults):
 
-    prop = VideoPropagator(build_model("default"), context_frames=8)
+- ``joint`` (the SegGPT paper's setting, default for ``seggpt_vit_large``): the annotated frame(s) plus the K
+  most recent predictions as prompts under the feature ensemble, every object in its own fixed colour, one pass
+  per frame, nearest-colour decoding. The official code feeds back a thresholded white mask, so several
+  objects collapse into one; here fed-back frames are re-coloured with the objects' colours.
+- ``per_object``: one pass per object with a white-on-black prompt, giving one score map per object; a pixel
+  goes to the best object above the threshold, so two objects never swap or merge. Optional parts: a window
+  around each object's expected position (prompts cropped around their masks the same way, the result pasted
+  back), a prior from the previous mask warped by dense optical flow (DIS) that gates and fuses with the
+  model's score (and stands in when the prediction vanishes), and a memory of predicted frames that admits a
+  frame only when its mask agrees with the warped prior. An object that leaves is absent; it is searched for
+  on the full frame with its annotated prompt and comes back with its own id.
+
+Every state update is a function of the frames and the final label maps only, so a run resumed from masks
+already written continues exactly.
+
+    prop = VideoPropagator(build_model("default"), VideoSettings.from_config(model_cfg.video))
     state = prop.init("frames/")                     # a folder of frames or an .mp4, read lazily
     prop.add_mask(state, 0, first_mask)              # [H, W] ids, 0 = background
     for idx, labels in prop.propagate(state):
@@ -14,30 +26,43 @@ frame stays in the context).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
+import cv2
 import numpy as np
 import torch
+from omegaconf import DictConfig, OmegaConf
 
-from ..codec.canvas import (
-    normalize,
+from ..codec import (
+    SegType,
+    build_palette,
+    decode_paint,
+    labels_to_colors,
     paint_from_half,
     resize_color_mask,
     resize_image,
     resize_labels,
     resize_paint,
+    to_model_tensor,
 )
-from ..codec.palette import build_palette, decode_paint, labels_to_colors
 from ..errors import InputError
 from ..io.video import FrameSource
 from ..model import SegGPT
-from ..strategies import FeatureEnsembleStrategy
+from ..strategies import build_strategy
 from ..utils.runtime import autocast
 
+__all__ = ["ObjectTrack", "VideoPropagator", "VideoSettings", "VideoState", "object_colors"]
+
 _OBJECT_COLORS = build_palette(26)  # 26 colours, 85 apart per channel: well separated for decoding
+_WHITE = np.array([[0, 0, 0], [255, 255, 255]], np.uint8)  # per-object prompts: black background, white object
+
+Prompt = tuple[torch.Tensor, torch.Tensor]  # (image, mask), each a normalised [3, h, w] model half
+Box = tuple[int, int, int, int]  # (y0, y1, x0, x1), end-exclusive, in frame pixels
 
 
 def object_colors(ids: np.ndarray) -> np.ndarray:
@@ -50,6 +75,113 @@ def object_colors(ids: np.ndarray) -> np.ndarray:
     return pal
 
 
+@dataclass(frozen=True)
+class VideoSettings:
+    """How the propagator builds its context and decodes (a model config's ``video:`` block).
+
+    Attributes:
+        decode: ``"joint"`` (official: all objects colour-coded, one pass) or ``"per_object"``.
+        context_frames: K, predicted frames kept as prompts besides the annotated ones (joint: the K most
+            recent; per_object: per object, see ``memory``). 0 = annotated frames only.
+        memory: ``"fifo"`` (every predicted frame joins, official) or ``"gated"`` (per_object: a frame joins
+            an object's memory only when its mask has IoU >= ``gate_iou`` with the flow-warped previous mask).
+        crop: per_object: predict in a window around each object's expected position.
+        crop_margin: the window's side is the object's box side times ``1 + 2 * crop_margin``.
+        crop_min: smallest window side, as a share of the frame's shorter side.
+        flow: per_object: warp the previous mask with DIS optical flow; the warped mask gates and fuses.
+        model_weight: fused score = ``w * model + (1 - w) * warped prior`` (0 = no model pass: the warped
+            prior alone, or the previous mask as is without flow).
+        gate: model scores further than ``gate`` x the object's size from the warped prior are dropped.
+        fg_threshold: per_object: fused score from which a pixel is the object's (in [0, 1]).
+        bg_threshold: joint: foreground pixels whose colour score is below this become background.
+        gate_iou: memory gate (see ``memory``).
+        redetect_area: a lost object found again on the full frame is accepted when its area is within this
+            factor of its annotated area (both ways).
+    """
+
+    decode: str = "joint"
+    context_frames: int = 8
+    memory: str = "fifo"
+    crop: bool = False
+    crop_margin: float = 0.5
+    crop_min: float = 0.25
+    flow: bool = False
+    model_weight: float = 1.0
+    gate: float = 0.5
+    fg_threshold: float = 0.5
+    bg_threshold: float = 0.0
+    gate_iou: float = 0.7
+    redetect_area: float = 4.0
+
+    def __post_init__(self) -> None:
+        if self.decode not in ("joint", "per_object"):
+            raise InputError(f"video.decode={self.decode!r}: expected joint or per_object")
+        if self.memory not in ("fifo", "gated"):
+            raise InputError(f"video.memory={self.memory!r}: expected fifo or gated")
+        if self.context_frames < 0:
+            raise InputError(f"context_frames={self.context_frames}: must be >= 0")
+        if not 0.0 <= self.model_weight <= 1.0:
+            raise InputError(f"video.model_weight={self.model_weight}: must be in [0, 1]")
+        if self.decode == "joint" and (self.crop or self.flow or self.memory == "gated"):
+            raise InputError("video: crop, flow and memory=gated need decode=per_object")
+        if 0.0 < self.model_weight < 1.0 and not self.flow:
+            raise InputError("video.model_weight in (0, 1) fuses with the flow prior: set video.flow=true")
+
+    @classmethod
+    def official(cls, context_frames: int = 8) -> VideoSettings:
+        """The SegGPT paper's setting: first frame + K previous predictions, feature ensemble, joint."""
+        return cls(decode="joint", context_frames=context_frames)
+
+    @classmethod
+    def flow_only(cls) -> VideoSettings:
+        """The flow-warp baseline: the previous mask warped by DIS flow, no model pass."""
+        return cls(decode="per_object", flow=True, model_weight=0.0, context_frames=0)
+
+    @classmethod
+    def copy_first(cls) -> VideoSettings:
+        """The copy baseline: every frame keeps the previous (so the first) mask, no model pass."""
+        return cls(decode="per_object", model_weight=0.0, context_frames=0)
+
+    @classmethod
+    def for_model(cls, model: SegGPT | str) -> VideoSettings:
+        """The ``video:`` block of the model's config (``conf/model/<name>.yaml``), or :meth:`official` for
+        a model built without a config name."""
+        name = model if isinstance(model, str) else getattr(model, "config_name", None)
+        if not name:
+            return cls.official()
+        from ..config import load_group
+
+        return cls.from_config(load_group("model", name).get("video"))
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any] | None, **overrides: Any) -> VideoSettings:
+        """From a ``video:`` config block (unknown keys are an error) plus non-None ``overrides``."""
+        values = dict(OmegaConf.to_container(cfg) if isinstance(cfg, DictConfig) else (cfg or {}))
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise InputError(f"video: unknown setting(s) {unknown}; known: {sorted(names)}")
+        return cls(**values)
+
+
+@dataclass
+class ObjectTrack:
+    """One object's per_object state.
+
+    Attributes:
+        oid: the object's id.
+        anchor: the prompt from its latest annotated frame (cropped around its mask when cropping).
+        area: its pixel count in that annotation (the scale a re-detection is checked against).
+        memory: predicted frames admitted as extra prompts, bounded by K.
+    """
+
+    oid: int
+    anchor: Prompt
+    area: int
+    memory: deque = field(default_factory=deque)
+
+
 @dataclass
 class VideoState:
     """Everything one propagation needs, in plain fields.
@@ -59,8 +191,11 @@ class VideoState:
         size: (H, W) of every frame.
         annotations: frame index -> given label map (full size); only the frames the user annotated.
         object_ids: ids of all objects annotated so far (sorted).
-        anchors: model-space (image, mask) tensors ``[3, h, w]`` of the annotated frames, always in the context.
-        recent: FIFO of the last K predicted frames as (image, label map at model size), bounded (flat memory).
+        anchors: joint: model-space (image, label map) of the annotated frames, always in the context.
+        recent: joint: FIFO of the last K predicted frames as (image, label map at model size), bounded.
+        tracks: per_object: id -> :class:`ObjectTrack`.
+        prev_gray: per_object: the previous frame, grey, at the flow's scale.
+        prev_labels: per_object: the previous frame's final label map ``[H, W]``.
     """
 
     frames: FrameSource
@@ -69,6 +204,9 @@ class VideoState:
     object_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     anchors: dict[int, tuple[torch.Tensor, np.ndarray]] = field(default_factory=dict)
     recent: deque = field(default_factory=deque)
+    tracks: dict[int, ObjectTrack] = field(default_factory=dict)
+    prev_gray: np.ndarray | None = None
+    prev_labels: np.ndarray | None = None
 
     @property
     def start(self) -> int:
@@ -77,28 +215,109 @@ class VideoState:
         return min(self.annotations)
 
 
+# ------------------------------------------------------------------------------------------ geometry + flow
+
+_FLOW_SIDE = 480  # flow is computed with the longer side at most this many pixels
+
+
+def mask_box(mask: np.ndarray) -> Box | None:
+    """Bounding box ``(y0, y1, x0, x1)`` (end-exclusive) of a bool mask, None when empty."""
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    if not rows.size:
+        return None
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def window_around(box: Box, size: tuple[int, int], margin: float, min_frac: float) -> Box:
+    """A square window (clipped to the frame when larger than it) centred on ``box``, side =
+    ``max(box side * (1 + 2 margin), min_frac * shorter frame side)``, shifted inside the frame."""
+    h, w = size
+    y0, y1, x0, x1 = box
+    side = max(max(y1 - y0, x1 - x0) * (1 + 2 * margin), min_frac * min(h, w), 16)
+    out = []
+    for lo, hi, n in ((y0, y1, h), (x0, x1, w)):
+        s = round(min(side, n))
+        start = round((lo + hi) / 2 - s / 2)
+        start = min(max(start, 0), n - s)
+        out += [start, start + s]
+    return out[0], out[1], out[2], out[3]
+
+
+def flow_gray(frame: np.ndarray) -> np.ndarray:
+    """The frame as grey uint8 at the flow's scale (longer side <= 480 px)."""
+    h, w = frame.shape[:2]
+    scale = min(1.0, _FLOW_SIDE / max(h, w))
+    grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+    if scale < 1.0:
+        grey = cv2.resize(grey, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+    return grey
+
+
+def backward_flow(prev_gray: np.ndarray, gray: np.ndarray) -> np.ndarray:
+    """DIS optical flow from ``gray`` (frame t) to ``prev_gray`` (t-1): ``[h, w, 2]`` float32 (dx, dy) at the
+    flow's scale; pixel x of frame t came from ``x + flow[x]`` in frame t-1."""
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    return dis.calc(gray, prev_gray, None)
+
+
+def warp_mask(mask: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """Warp a full-size bool mask of frame t-1 into frame t with :func:`backward_flow`'s flow.
+
+    Returns:
+        ``[H, W]`` float32 in [0, 1] (soft at the edges); 0 where the flow points outside the frame.
+    """
+    h, w = mask.shape
+    fh, fw = flow.shape[:2]
+    small = cv2.resize(mask.astype(np.float32), (fw, fh), interpolation=cv2.INTER_AREA)
+    gx, gy = np.meshgrid(np.arange(fw, dtype=np.float32), np.arange(fh, dtype=np.float32))
+    warped = cv2.remap(small, gx + flow[..., 0], gy + flow[..., 1], cv2.INTER_LINEAR,
+                       borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    return cv2.resize(warped, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def _gate_mask(prior: np.ndarray, gate: float) -> np.ndarray:
+    """Where an object may be: the warped prior (> 0.5) dilated by ``gate`` x its size (sqrt of area)."""
+    core = (prior > 0.5).astype(np.uint8)
+    r = max(2, round(gate * np.sqrt(core.sum())))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+    return cv2.dilate(core, kernel) > 0
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
+# ---------------------------------------------------------------------------------------------- propagator
+
+
 class VideoPropagator:
     """Propagate annotated objects through a video with one shared model.
 
     Args:
         model: the SegGPT model (shared, never modified).
-        context_frames: K, how many of the most recent predicted frames join the annotated frame(s) as prompts
-            (0 = annotated frames only; the paper found K = 8 best on DAVIS-2017).
-        seg_type: 1 instance (default for VOS) or 0 semantic.
+        settings: context, decoding and priors (:class:`VideoSettings`); default the ``video:`` block of the
+            model's config (:meth:`VideoSettings.for_model`).
+        context_frames: overrides ``settings.context_frames`` when given.
+        seg_type: instance (default for VOS) or semantic (any spelling :meth:`SegType.parse` takes).
         precision: fp32 | bf16 | fp16 autocast.
-        bg_threshold: foreground pixels whose colour score is below this become background.
+        bg_threshold: overrides ``settings.bg_threshold`` when given.
     """
 
-    def __init__(self, model: SegGPT, context_frames: int = 8, seg_type: int = 1, precision: str = "fp32",
-                 bg_threshold: float = 0.0) -> None:
-        if context_frames < 0:
-            raise InputError(f"context_frames={context_frames}: must be >= 0")
+    def __init__(self, model: SegGPT, settings: VideoSettings | None = None, *,
+                 context_frames: int | None = None, seg_type: SegType | str | int = SegType.INSTANCE,
+                 precision: str = "fp32", bg_threshold: float | None = None) -> None:
+        settings = settings if settings is not None else VideoSettings.for_model(model)
+        overrides = {"context_frames": context_frames, "bg_threshold": bg_threshold}
+        self.settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
         self.model = model
-        self.context_frames = context_frames
-        self.seg_type = seg_type
+        self.seg_type = SegType.parse(seg_type)
         self.precision = precision
-        self.bg_threshold = bg_threshold
-        self.strategy = FeatureEnsembleStrategy(model)
+        self.strategy = build_strategy("feature_ensemble", model)
+
+    @property
+    def context_frames(self) -> int:
+        return self.settings.context_frames
 
     @property
     def half_size(self) -> tuple[int, int]:
@@ -128,47 +347,162 @@ class VideoPropagator:
         if frame is not None:
             self._set_anchor(state, frame_idx, frame, labels)
 
-    def _set_anchor(self, state: VideoState, idx: int, frame: np.ndarray, labels: np.ndarray) -> None:
-        state.anchors[idx] = (self._image_tensor(frame), self._small_labels(labels))
+    # ------------------------------------------------------------------------------------ model-space parts
 
     def _image_tensor(self, frame: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(normalize(resize_image(frame, self.half_size)).transpose(2, 0, 1)).float()
-
-    def _small_labels(self, labels: np.ndarray) -> np.ndarray:
-        return resize_labels(labels, self.half_size)
+        return to_model_tensor(resize_image(frame, self.half_size))
 
     def _mask_tensor(self, small_labels: np.ndarray, palette: np.ndarray) -> torch.Tensor:
-        colors = labels_to_colors(small_labels, palette)
-        return torch.from_numpy(normalize(resize_color_mask(colors, self.half_size)).transpose(2, 0, 1)).float()
+        return to_model_tensor(resize_color_mask(labels_to_colors(small_labels, palette), self.half_size))
 
-    def _context(self, state: VideoState, palette: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        pairs = [state.anchors[i] for i in sorted(state.anchors)] + list(state.recent)
-        imgs = torch.stack([p[0] for p in pairs])
-        masks = torch.stack([self._mask_tensor(p[1], palette) for p in pairs])
-        return imgs, masks
+    def _object_prompt(self, frame: np.ndarray, mask: np.ndarray) -> Prompt:
+        """An object's prompt: the frame (cropped around the mask when cropping) and its white mask."""
+        y0, y1, x0, x1 = self._window(mask, state_size=mask.shape)
+        small = resize_labels(mask[y0:y1, x0:x1].astype(np.int64), self.half_size)
+        return self._image_tensor(np.ascontiguousarray(frame[y0:y1, x0:x1])), self._mask_tensor(small, _WHITE)
 
-    @torch.inference_mode()
-    def predict_frame(self, state: VideoState, frame: np.ndarray) -> np.ndarray:
-        """Label map ``[H, W]`` of one frame from the current context (does not change the state)."""
-        palette = object_colors(state.object_ids)
-        table = np.concatenate([[0], state.object_ids])
-        dec_palette = palette[table]
-        imgs, masks = self._context(state, palette)
+    def _window(self, mask: np.ndarray | None, state_size: tuple[int, int]) -> Box:
+        box = mask_box(mask) if mask is not None else None
+        if box is None or not self.settings.crop:
+            return 0, state_size[0], 0, state_size[1]
+        return window_around(box, state_size, self.settings.crop_margin, self.settings.crop_min)
+
+    def _run_model(self, prompts: list[Prompt], query: torch.Tensor) -> np.ndarray:
+        """The painted query half ``[h, w, 3]`` float RGB 0..255 under the feature ensemble."""
+        imgs = torch.stack([p[0] for p in prompts])
+        masks = torch.stack([p[1] for p in prompts])
         self.strategy.set_prompts(imgs, masks, self.seg_type)
         device = self.strategy.device
         with autocast(device, self.precision):
-            pred = self.strategy.predict(self._image_tensor(frame).to(device))
-        paint = paint_from_half(pred[None])[0]
-        paint = resize_paint(paint, state.size, mode="bilinear")
-        compact, _ = decode_paint(paint, dec_palette, bg_threshold=self.bg_threshold)
+            pred = self.strategy.predict(query.to(device))
+        return paint_from_half(pred[None])[0]
+
+    # ---------------------------------------------------------------------------------------- joint decoding
+
+    def _set_anchor(self, state: VideoState, idx: int, frame: np.ndarray, labels: np.ndarray) -> None:
+        if self.settings.decode == "joint":
+            state.anchors[idx] = (self._image_tensor(frame), resize_labels(labels, self.half_size))
+            return
+        for oid in np.unique(labels[labels > 0]):
+            mask = labels == oid
+            track = ObjectTrack(int(oid), self._object_prompt(frame, mask), int(mask.sum()),
+                                deque(maxlen=self.context_frames))
+            old = state.tracks.get(int(oid))
+            if old is not None:
+                track.memory.extend(old.memory)
+            state.tracks[int(oid)] = track
+
+    def _predict_joint(self, state: VideoState, frame: np.ndarray) -> np.ndarray:
+        palette = object_colors(state.object_ids)
+        table = np.concatenate([[0], state.object_ids])
+        pairs = [state.anchors[i] for i in sorted(state.anchors)] + list(state.recent)
+        prompts = [(img, self._mask_tensor(lab, palette)) for img, lab in pairs]
+        paint = resize_paint(self._run_model(prompts, self._image_tensor(frame)), state.size, mode="bilinear")
+        compact, _ = decode_paint(paint, palette[table], bg_threshold=self.settings.bg_threshold)
         return table[compact]
 
-    def remember(self, state: VideoState, idx: int, frame: np.ndarray, labels: np.ndarray) -> None:
-        """Record frame ``idx`` with its final labels: annotated frames become anchors, others enter the FIFO."""
+    # ----------------------------------------------------------------------------------- per-object decoding
+
+    def _priors(self, state: VideoState, frame: np.ndarray) -> dict[int, np.ndarray]:
+        """Each tracked object's expected mask in this frame, ``[H, W]`` float in [0, 1]: the previous mask
+        warped by flow (or as is without flow); empty for an object absent from the previous frame."""
+        if state.prev_labels is None:
+            return {}
+        flow = None
+        if self.settings.flow:
+            flow = backward_flow(state.prev_gray, flow_gray(frame))
+        priors = {}
+        for oid in state.tracks:
+            prev = state.prev_labels == oid
+            if not prev.any():
+                priors[oid] = np.zeros(state.size, np.float32)
+            else:
+                priors[oid] = warp_mask(prev, flow) if flow is not None else prev.astype(np.float32)
+        return priors
+
+    def _object_score(self, track: ObjectTrack, frame: np.ndarray, prior: np.ndarray | None) -> np.ndarray:
+        """The model's score map ``[H, W]`` in [0, 1] for one object (0 outside its window)."""
+        size = frame.shape[:2]
+        y0, y1, x0, x1 = self._window(prior > 0.5 if prior is not None else None, size)
+        query = self._image_tensor(np.ascontiguousarray(frame[y0:y1, x0:x1]))
+        paint = self._run_model([track.anchor, *track.memory], query)
+        score = np.zeros(size, np.float32)
+        win = cv2.resize(paint.mean(axis=2) / 255.0, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+        score[y0:y1, x0:x1] = np.clip(win, 0.0, 1.0)
+        return score
+
+    def _fused_score(self, track: ObjectTrack, frame: np.ndarray, prior: np.ndarray | None) -> np.ndarray:
+        """Model score fused with the prior and gated around it; a lost object (no prior) is searched for
+        on the whole frame and kept only when its area is plausible."""
+        s = self.settings
+        if prior is None or not (prior > 0.5).any():
+            if s.model_weight == 0.0:
+                return np.zeros(frame.shape[:2], np.float32)
+            score = self._object_score(track, frame, None)
+            area = int((score > s.fg_threshold).sum())
+            ok = track.area / s.redetect_area <= area <= track.area * s.redetect_area
+            return score if ok else np.zeros_like(score)
+        if s.model_weight == 0.0:
+            return prior
+        score = self._object_score(track, frame, prior)
+        if s.flow:
+            score = s.model_weight * score + (1.0 - s.model_weight) * prior
+            score[~_gate_mask(prior, s.gate)] = 0.0
+            if not (score > s.fg_threshold).any():  # the prediction vanished: keep the warped mask
+                score = prior
+        return score
+
+    def _predict_objects(self, state: VideoState, frame: np.ndarray, priors: dict[int, np.ndarray]
+                         ) -> np.ndarray:
+        """Per-object passes; each pixel goes to the best-scoring object above ``fg_threshold``."""
+        ids = sorted(state.tracks)
+        if not ids:
+            return np.zeros(state.size, np.int64)
+        scores = np.stack([self._fused_score(state.tracks[o], frame, priors.get(o)) for o in ids])
+        best = scores.argmax(axis=0)
+        table = np.asarray(ids, np.int64)
+        return np.where(scores.max(axis=0) > self.settings.fg_threshold, table[best], 0)
+
+    def _remember_objects(self, state: VideoState, idx: int, frame: np.ndarray, labels: np.ndarray,
+                          priors: dict[int, np.ndarray]) -> None:
+        """Admit frame ``idx`` into each present object's memory (every frame, or gated), then keep the frame
+        and its labels for the next frame's prior. Uses only frames and final labels (exact resume)."""
+        if self.context_frames > 0 and idx not in state.annotations:
+            for oid, track in state.tracks.items():
+                mask = labels == oid
+                if not mask.any():
+                    continue
+                if self.settings.memory == "gated":
+                    prior = priors.get(oid)
+                    if prior is None or _iou(mask, prior > 0.5) < self.settings.gate_iou:
+                        continue
+                track.memory.append(self._object_prompt(frame, mask))
+        state.prev_labels = labels
+        state.prev_gray = flow_gray(frame) if self.settings.flow else None
+
+    # ------------------------------------------------------------------------------------------- public API
+
+    @torch.inference_mode()
+    def predict_frame(self, state: VideoState, frame: np.ndarray,
+                      priors: dict[int, np.ndarray] | None = None) -> np.ndarray:
+        """Label map ``[H, W]`` of one frame from the current context (does not change the state)."""
+        if self.settings.decode == "joint":
+            return self._predict_joint(state, frame)
+        return self._predict_objects(state, frame, self._priors(state, frame) if priors is None else priors)
+
+    def remember(self, state: VideoState, idx: int, frame: np.ndarray, labels: np.ndarray,
+                 priors: dict[int, np.ndarray] | None = None) -> None:
+        """Record frame ``idx`` with its final labels: annotated frames become anchors; predicted frames
+        enter the memory (joint: the FIFO; per_object: see :class:`VideoSettings`)."""
+        if self.settings.decode == "per_object":
+            if idx in state.annotations:  # only the objects the user annotated get a new anchor
+                self._set_anchor(state, idx, frame, state.annotations[idx])
+            self._remember_objects(state, idx, frame, labels, priors or {})
+            return
         if idx in state.annotations:
             self._set_anchor(state, idx, frame, labels)
         elif self.context_frames > 0:
-            state.recent.append((self._image_tensor(frame), self._small_labels(labels)))
+            state.recent.append((self._image_tensor(frame), resize_labels(labels, self.half_size)))
 
     def propagate(self, state: VideoState, known: Mapping[int, np.ndarray] | None = None
                   ) -> Iterator[tuple[int, np.ndarray]]:
@@ -182,21 +516,23 @@ class VideoPropagator:
         """
         start = state.start
         known = known or {}
+        per_object = self.settings.decode == "per_object"
         for idx, _name, frame in state.frames:
             if idx < start:
                 continue
-            if idx in state.annotations and idx not in state.anchors:
+            if idx in state.annotations and idx not in state.anchors and not per_object:
                 self._set_anchor(state, idx, frame, state.annotations[idx])
+            priors = self._priors(state, frame) if per_object else {}
             if idx == start:
                 labels = state.annotations[idx]
             elif idx in known:
                 labels = known[idx]
             else:
-                labels = self.predict_frame(state, frame)
+                labels = self.predict_frame(state, frame, priors)
                 if idx in state.annotations:  # a later annotation: its objects override the prediction
                     ann = state.annotations[idx]
                     labels = np.where(ann > 0, ann, labels)
-            if idx in state.annotations:
+            if idx in state.annotations and not per_object:  # joint: the anchor shows every object
                 state.annotations[idx] = labels
-            self.remember(state, idx, frame, labels)
+            self.remember(state, idx, frame, labels, priors)
             yield idx, labels

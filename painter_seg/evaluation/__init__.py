@@ -14,11 +14,11 @@ from .jf import (
     summarize,
 )
 from .miou import IGNORE_INDEX, ConfusionMatrix, FewShotMeter, binary_iou
-from .vos import CSV_COLUMNS, davis_palette, evaluate_vos, read_index_mask
+from .vos import CSV_COLUMNS, evaluate_vos, read_index_mask
 
 __all__ = [
     "BOUND_TH", "CSV_COLUMNS", "IGNORE_INDEX", "SUMMARY_KEYS", "VOID_LABEL", "ConfusionMatrix",
     "FewShotMeter", "ObjectResult", "binary_iou", "bound_pixels", "boundary_f_measure",
-    "davis_palette", "db_statistics", "disk", "evaluate_sequence", "evaluate_vos",
+    "db_statistics", "disk", "evaluate_sequence", "evaluate_vos",
     "read_index_mask", "region_similarity", "seg2bmap", "summarize",
 ]

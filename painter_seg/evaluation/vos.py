@@ -11,33 +11,22 @@ import io
 import json
 import math
 import os
-import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from ..errors import InputError
+from ..io.files import atomic_path
+from ..io.masks import davis_palette
 from .jf import BOUND_TH, SUMMARY_KEYS, ObjectResult, evaluate_sequence, summarize
 
 PathLike = str | os.PathLike
 
 CSV_COLUMNS: tuple[str, ...] = ("sequence", "object") + SUMMARY_KEYS + ("frames",)
 
-__all__ = ["CSV_COLUMNS", "davis_palette", "evaluate_vos", "read_index_mask"]
-
-
-def davis_palette() -> np.ndarray:
-    """The DAVIS / PASCAL VOC colour palette: ``(256, 3)`` uint8, index i -> RGB colour."""
-    pal = np.zeros((256, 3), dtype=np.uint8)
-    for i in range(256):
-        c, rgb = i, [0, 0, 0]
-        for bit in range(8):
-            for ch in range(3):
-                rgb[ch] |= ((c >> ch) & 1) << (7 - bit)
-            c >>= 3
-        pal[i] = rgb
-    return pal
+__all__ = ["CSV_COLUMNS", "evaluate_vos", "id_consistency", "read_index_mask"]
 
 
 def _grey_to_index(grey: np.ndarray) -> np.ndarray:
@@ -128,9 +117,16 @@ def _sequences(root: Path, role: str) -> tuple[dict[str, Path], bool]:
     return seqs, False
 
 
-def _pair_sequences(pred: Path, gt: Path) -> list[tuple[str, Path, Path]]:
-    """Match ground-truth sequences with prediction folders: ``[(name, pred_dir, gt_dir)]``."""
+def _pair_sequences(pred: Path, gt: Path, only: Sequence[str] | None = None
+                    ) -> list[tuple[str, Path, Path]]:
+    """Match ground-truth sequences (those named in ``only``, when given) with prediction folders:
+    ``[(name, pred_dir, gt_dir)]``."""
     gt_seqs, gt_single = _sequences(gt, "ground-truth")
+    if only is not None and not gt_single:
+        missing = [n for n in only if n not in gt_seqs]
+        if missing:
+            raise InputError(f"{gt}: no ground-truth sequence {missing[0]!r}")
+        gt_seqs = {n: gt_seqs[n] for n in only}
     pred_seqs, pred_single = _sequences(pred, "prediction")
     if pred_single:
         if gt_single:
@@ -156,19 +152,10 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+def _write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (UTF-8, newlines as given)."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
+        fh.write(text)
 
 
 def _fmt(value: float) -> str:
@@ -216,6 +203,7 @@ def evaluate_vos(
     *,
     bound_th: float = BOUND_TH,
     ignore_extra_ids: bool = False,
+    sequences: Sequence[str] | None = None,
 ) -> dict[str, object]:
     """Score predicted VOS masks against ground truth and write the reports.
 
@@ -232,6 +220,7 @@ def evaluate_vos(
         bound_th: boundary tolerance of F (fraction of the image diagonal).
         ignore_extra_ids: drop predicted ids that the first ground-truth frame does not have,
             instead of raising (the official tool aborts).
+        sequences: score only these ground-truth sequences (default all).
 
     Returns:
         the summary written to ``summary.json``.
@@ -244,7 +233,7 @@ def evaluate_vos(
     for folder, role in ((pred, "prediction"), (gt, "ground-truth")):
         if folder.is_dir() and _inside(output_dir, folder):
             raise InputError(f"{output_dir}: output folder lies inside the {role} folder {folder}")
-    pairs = _pair_sequences(pred, gt)
+    pairs = _pair_sequences(pred, gt, sequences)
     per_seq: list[tuple[str, list[ObjectResult]]] = []
     for name, pred_dir, gt_dir in pairs:
         per_seq.append((name, _evaluate_one(name, pred_dir, gt_dir, bound_th, ignore_extra_ids)))
@@ -272,8 +261,45 @@ def evaluate_vos(
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"{output_dir}: cannot create output folder ({exc.strerror})") from None
-    _atomic_write(output_dir / "per_sequence.csv", buf.getvalue())
+    _write_text(output_dir / "per_sequence.csv", buf.getvalue())
     text = json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v)
                        for k, v in summary.items()}, indent=2)
-    _atomic_write(output_dir / "summary.json", text + "\n")
+    _write_text(output_dir / "summary.json", text + "\n")
     return summary
+
+
+def id_consistency(gt_frames: Sequence[np.ndarray], pred_frames: Sequence[np.ndarray],
+                   min_pixels: int = 20, swap_share: float = 0.2) -> dict[str, object]:
+    """Id safety of a multi-object propagation, frame by frame (all frames but the first are scored).
+
+    Args:
+        gt_frames: ``[H, W]`` ground-truth id maps.
+        pred_frames: predicted id maps, same sizes.
+        min_pixels: an object is visible in a frame when it has at least this many ground-truth pixels.
+        swap_share: a swap is a frame where id i covers more than this share of object j's pixels (i != j).
+
+    Returns:
+        ``swaps`` (count of (frame, i, j) swaps), ``presence`` (per object: share of its visible frames in
+        which its id overlaps it), ``min_presence``, ``returns`` (per object that left and came back:
+        whether its id overlaps it on some frame after it returned; absent objects are not listed).
+    """
+    ids = sorted(int(i) for i in np.unique(gt_frames[0]) if 0 < i < 255)
+    swaps, visible, present = 0, dict.fromkeys(ids, 0), dict.fromkeys(ids, 0)
+    gone, back_ok = set(), {}
+    for gt, pred in zip(gt_frames[1:], pred_frames[1:]):
+        for j in ids:
+            obj = gt == j
+            n = int(obj.sum())
+            if n < min_pixels:
+                gone.add(j)
+                continue
+            visible[j] += 1
+            hit = bool((pred[obj] == j).any())
+            present[j] += hit
+            if j in gone:
+                back_ok[j] = back_ok.get(j, False) or hit
+            others = np.bincount(pred[obj].astype(np.int64), minlength=256)
+            swaps += sum(1 for i in ids if i != j and others[i] > swap_share * n)
+    presence = {j: present[j] / visible[j] if visible[j] else 1.0 for j in ids}
+    return {"swaps": swaps, "presence": presence, "min_presence": min(presence.values(), default=1.0),
+            "returns": back_ok}

@@ -38,6 +38,12 @@ MAJOR_SHARE = 0.0005
 COLOR_MERGE_DIST = 24.0
 # RGB pixels with more distinct colours than this (or than a quarter of the pixels) are a photo.
 PHOTO_COLORS = 1 << 14
+# A colour mask with more than this share of pixels far (2 x COLOR_MERGE_DIST) from every main colour is a
+# photo; so is a grey map with more than PHOTO_LEVELS levels and under MIN_FLAT_SHARE of its pixels in flat
+# region interiors (label maps are mostly flat; ADE-style maps have up to 150 ids).
+MAX_FAR_SHARE = 0.05
+PHOTO_LEVELS = 160
+MIN_FLAT_SHARE = 0.5
 
 
 @dataclass
@@ -127,6 +133,10 @@ def _grey_mask(
         return (g >= half).astype(np.int64), "binary"
     if binary:
         return (g > 0).astype(np.int64), "binary"
+    if len(uniq) > PHOTO_LEVELS and flat.sum() < MIN_FLAT_SHARE * g.size:
+        raise InputError(f"{path}: looks like a photograph, not a mask ({len(uniq)} grey levels, "
+                         f"{100 * flat.sum() / g.size:.0f}% of pixels in flat regions); a label mask "
+                         f"has a few flat levels (ids, or 0/255)")
     return _ids_as_stored(g, path), "index"
 
 
@@ -175,6 +185,11 @@ def _color_mask(
         raise InputError(
             f"{path}: colour mask has {len(fg_c)} colours; at most 255 objects supported"
         )
+    far = (((cols - cen[nearest]) ** 2).sum(-1) > (2 * COLOR_MERGE_DIST) ** 2)[inv]
+    if far.mean() > MAX_FAR_SHARE:
+        raise InputError(f"{path}: looks like a photograph, not a mask ({len(uniq)} colours, "
+                         f"{100 * far.mean():.0f}% of pixels far from every main colour); a colour "
+                         f"mask has a few flat colours")
     cid = np.zeros(len(cen), dtype=np.int64)
     cid[fg_c] = np.arange(1, len(fg_c) + 1)
     labels = cid[nearest][inv]
@@ -258,6 +273,19 @@ def load_mask(path: str | os.PathLike, binary: bool | None = None) -> LoadedMask
         return LoadedMask(labels, None, kind)
     labels, palette, kind = _color_mask(rgb, binary, path)
     return LoadedMask(labels, palette, kind)
+
+
+def davis_palette(n: int = 256) -> np.ndarray:
+    """The DAVIS / PASCAL VOC bit-interleaved palette: ``[n, 3]`` uint8, id -> RGB (0 black, 1 dark red,
+    2 dark green, ...). The one home of this palette (DAVIS masks, generated data, video outputs)."""
+    ids = np.arange(n, dtype=np.int64)
+    pal = np.zeros((n, 3), dtype=np.int64)
+    c = ids.copy()
+    for bit in range(8):
+        for ch in range(3):
+            pal[:, ch] |= ((c >> ch) & 1) << (7 - bit)
+        c >>= 3
+    return pal.astype(np.uint8)
 
 
 def save_label_png(path: str | os.PathLike, labels: np.ndarray, palette: np.ndarray) -> None:

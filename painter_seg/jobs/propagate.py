@@ -1,6 +1,8 @@
-"""The propagation job behind ``tools/propagate.py``: one video, or many DAVIS sequences sharded by rank."""
+"""The propagation job (``painter-seg propagate``, ``tools/propagate.py``): one video, or many DAVIS sequences
+sharded by rank. Reads the config, frames and masks; writes palette PNGs, ``overlay.mp4`` and ``summary.json``."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -12,15 +14,17 @@ import numpy as np
 from omegaconf import DictConfig
 from tqdm import tqdm
 
+from ..apps.video import VideoPropagator, VideoSettings, object_colors
 from ..build import build_model
+from ..codec import SegType
 from ..errors import InputError
 from ..io.files import atomic_path, ensure_output_dir
 from ..io.images import overlay
 from ..io.masks import load_mask, read_label_png, save_label_png
 from ..io.video import FrameSource, Mp4Writer
+from ..model import SegGPT
 from ..utils.dist import DistInfo
 from ..utils.runtime import resolve_device
-from .video import VideoPropagator, object_colors
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +126,7 @@ def propagate_video(prop: VideoPropagator, video: Path, first_mask: Path, out_di
     summary = {
         "video": str(video), "first_mask": str(first_mask), "frames": len(frames), "written": written,
         "resumed": len(written_before), "objects": [int(i) for i in state.object_ids],
-        "context_frames": prop.context_frames, "seconds": round(secs, 2), "warnings": warnings,
+        "context_frames": prop.context_frames, "settings": dataclasses.asdict(prop.settings), "seconds": round(secs, 2), "warnings": warnings,
         "fps": round(max(written, 1) / secs, 3) if secs > 0 else None,
         "object_area_per_frame": areas,
     }
@@ -131,13 +135,19 @@ def propagate_video(prop: VideoPropagator, video: Path, first_mask: Path, out_di
     return summary
 
 
+def build_propagator(cfg: DictConfig, model: SegGPT) -> VideoPropagator:
+    """The propagator of a propagate/evaluate config: the model config's ``video:`` block (its defaults),
+    with the entry config's ``context_frames`` when not null."""
+    settings = VideoSettings.from_config(cfg.model.get("video"), context_frames=cfg.context_frames)
+    return VideoPropagator(model, settings, seg_type=SegType.parse(cfg.seg_type), precision=cfg.precision)
+
+
 def run(cfg: DictConfig) -> int:
     """Run ``conf/propagate.yaml``: one video (``video``, ``first_mask``) or a DAVIS root (``data=davis``)."""
     dist = DistInfo.from_env()
     device = resolve_device(cfg.device)
     model = build_model(cfg.model, checkpoint=cfg.checkpoint, device=device)
-    prop = VideoPropagator(model, context_frames=cfg.context_frames, seg_type=cfg.seg_type,
-                           precision=cfg.precision, bg_threshold=cfg.bg_threshold)
+    prop = build_propagator(cfg, model)
     out_root = Path(cfg.output_dir)
     if (cfg.get("data") or {}).get("source") == "davis":
         from ..data.folders import davis_sequence, list_davis_sequences
