@@ -29,9 +29,11 @@ from painter_seg.data.in_context import (
     MixedInContextDataset,
     SyntheticInContextDataset,
 )
+from painter_seg.errors import InputError
+from painter_seg.training import TrainConfig, Trainer, parse_config, train
+from painter_seg.training.logbook import CSV_FIELDS
 from painter_seg.training.masking import BlockMaskGenerator, bottom_half_mask, sample_mask
 from painter_seg.training.optim import build_optimizer, param_groups
-from painter_seg.training.trainer import CSV_FIELDS, Trainer, train
 from painter_seg.utils.schedule import WarmupCosine, warmup_cosine
 
 REPO = Path(__file__).resolve().parents[1]
@@ -311,6 +313,60 @@ def test_saved_weights_load_with_build_model(tmp_path):
     model = build_model(cfg.model, checkpoint=tmp_path / "model.safetensors")
     ref = load_file(str(tmp_path / "model.safetensors"))
     assert all(torch.equal(v, ref[k]) for k, v in model.state_dict().items())
+
+
+def test_train_job_runs_with_precision_auto(tmp_path):
+    from painter_seg.jobs.train import run
+    from painter_seg.utils.runtime import resolve_precision
+
+    assert run(_cfg(tmp_path / "o", "train.max_steps=1", "data.length=2", "precision=auto")) == 0
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["step"] == 1 and summary["precision"] == resolve_precision("auto", torch.device("cpu"))
+
+
+def test_train_defaults_live_in_the_dataclass():
+    from omegaconf import OmegaConf
+
+    yaml = OmegaConf.load(REPO / "conf" / "train" / "default.yaml")
+    assert OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainConfig), yaml)) == TrainConfig()
+    assert set(yaml) == set(TrainConfig.__dataclass_fields__)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("+train.lrr=1", "unknown config key train.lrr (did you mean train.lr?)"),
+        ("+init_checkpont=x.pth", "unknown config key init_checkpont (did you mean init_checkpoint?)"),
+        ("train.batch_size=two", "train.batch_size: Value 'two' of type 'str' could not be converted"),
+        ("train.batch_size=0", "train.batch_size and train.accum_steps must be >= 1"),
+        ("train.layer_decay=1.5", "train.layer_decay must be in (0, 1]"),
+        ("precision=bf61", "precision=bf61: expected one of auto, fp32, bf16, fp16"),
+    ],
+)
+def test_bad_config_is_one_line_input_error(tmp_path, override, message):
+    with pytest.raises(InputError) as e:
+        parse_config(_cfg(tmp_path, override))
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)
+
+
+def test_shipped_stages_are_deltas_of_one_recipe():
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        s1, s2, s3 = (
+            parse_config(compose("train", overrides=[f"+experiment=ship_small_{n}"]))
+            for n in ("stage1", "mix", "fg")
+        )
+    # MODEL_CARD.md: lr, warm-up and length per stage; each stage starts from the previous one's weights
+    assert [(s.train.lr, s.train.warmup_steps, s.train.max_steps) for s in (s1, s2, s3)] == [
+        (5e-4, 200, 2500), (2e-4, 100, 4800), (1e-4, 50, 2600)
+    ]
+    assert s1.init_checkpoint is None
+    assert s2.init_checkpoint == f"{s1.output_dir}/model.safetensors"
+    assert s3.init_checkpoint == f"{s2.output_dir}/model.safetensors"
+    assert [s.train.loss_fg_weight for s in (s1, s2, s3)] == [1.0, 1.0, 2.5]
+    assert sorted(s1.data.sets) == ["synthetic"] and sorted(s2.data.sets) == sorted(s3.data.sets) == ["easy", "full"]
+    for s in (s1, s2, s3):
+        assert s.model.name == "painter_small" and s.precision == "auto"
+        assert (s.train.batch_size, s.train.loss_beta, s.train.p_half_mask) == (16, 100.0, 0.5)
 
 
 def test_configs_compose(tmp_path):
