@@ -7,10 +7,11 @@ import sys
 
 import cv2
 import numpy as np
+import pytest
 from PIL import Image
 
 from painter_seg.data.synthetic import generate_episode
-from tests.conftest import REPO
+from tests.conftest import REPO, SHARED_DATA
 
 
 def _run(*args):
@@ -103,3 +104,60 @@ def test_bad_prompt_masks_give_one_line_errors(tmp_path):
         lines = r.stderr.strip().splitlines()
         assert r.returncode == 2 and len(lines) == 1 and lines[0] == f"error: {tmp_path}/{msg}", r.stderr
     assert not (tmp_path / "o" / "summary.json").exists()
+
+
+def _pair_files(tmp_path):
+    (p_img, p_lab), (q, _) = _episode()
+    Image.fromarray(p_img).save(tmp_path / "p.png")
+    Image.fromarray((p_lab > 0).astype(np.uint8) * 255).save(tmp_path / "p_gt.png")
+    Image.fromarray(q).save(tmp_path / "a.png")
+    return tmp_path / "p.png", tmp_path / "p_gt.png", tmp_path / "a.png"
+
+
+def test_a_file_the_job_did_not_write_is_never_overwritten(tmp_path):
+    """Target a.png beside the user's own a_mask.png, output into that folder: a_mask.png is kept byte for
+    byte, the target is a listed failure; a second run into a folder of our own outputs replaces them."""
+    p, m, a = _pair_files(tmp_path)
+    (tmp_path / "a_mask.png").write_bytes(b"the user's own file")
+    r = _run(f"prompt.images=[{p}]", f"prompt.masks=[{m}]", f"targets=[{a}]", f"output_dir={tmp_path}")
+    assert r.returncode == 1
+    assert (tmp_path / "a_mask.png").read_bytes() == b"the user's own file"
+    failed = json.loads((tmp_path / "summary.json").read_text())["failed"]
+    assert failed[0]["error"] == (f"{tmp_path / 'a_mask.png'}: exists and was not written by painter-seg; "
+                                  f"not overwritten (choose another output_dir, or overwrite=true)")
+    out = tmp_path / "out"
+    for _ in range(2):  # the second run replaces what the first wrote
+        r = _run(f"prompt.images=[{p}]", f"prompt.masks=[{m}]", f"targets=[{a}]", f"output_dir={out}")
+        assert r.returncode == 0, r.stderr
+    assert json.loads((out / "summary.json").read_text())["outputs"] == [
+        "a_mask.png", "a_overlay.png", "a_paint.png"]
+
+
+def test_targets_that_match_nothing_are_an_error(tmp_path):
+    p, m, _ = _pair_files(tmp_path)
+    (tmp_path / "empty").mkdir()
+    for spec, why in [(tmp_path / "empty", f"{tmp_path / 'empty'}: folder holds no images"),
+                      (tmp_path / "nope_*.jpg", f"{tmp_path / 'nope_*.jpg'}: pattern matches no files")]:
+        r = _run(f"prompt.images=[{p}]", f"prompt.masks=[{m}]", f"targets=[{spec}]",
+                 f"output_dir={tmp_path / 'out'}")
+        assert r.returncode == 2
+        assert r.stderr.strip().splitlines() == [f"error: no target images to segment: {why}"]
+    r = _run(f"prompt.images=[{p}]", f"prompt.masks=[{m}]", f"targets=[{tmp_path}]", f"output_dir={tmp_path}")
+    assert r.returncode == 2
+    assert r.stderr.strip() == f"error: {tmp_path}: is both a target folder and output_dir; choose another output_dir"
+
+
+def test_a_photograph_given_as_mask_is_an_error(tmp_path):
+    """A real photo (many colours, no flat regions) as the prompt mask: one line naming the file."""
+    photo = SHARED_DATA / "fss1000" / "apple" / "1.jpg"
+    if not photo.exists():
+        pytest.skip("needs ../shared/data")
+    p, _, a = _pair_files(tmp_path)
+    rgb = cv2.resize(cv2.imread(str(photo)), (128, 96))
+    cv2.imwrite(str(tmp_path / "photo_mask.png"), rgb)
+    r = _run(f"prompt.images=[{p}]", f"prompt.masks=[{tmp_path / 'photo_mask.png'}]", f"targets=[{a}]",
+             f"output_dir={tmp_path / 'out'}")
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {tmp_path / 'photo_mask.png'}: looks like a "
+                                                   f"photograph, not a mask (")

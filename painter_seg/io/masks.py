@@ -41,7 +41,7 @@ PHOTO_COLORS = 1 << 14
 # A colour mask with more than this share of pixels far (2 x COLOR_MERGE_DIST) from every main colour is a
 # photo; so is a grey map with more than PHOTO_LEVELS levels and under MIN_FLAT_SHARE of its pixels in flat
 # region interiors (label maps are mostly flat; ADE-style maps have up to 150 ids).
-MAX_FAR_SHARE = 0.05
+MAX_FAR_SHARE = 0.25
 PHOTO_LEVELS = 160
 MIN_FLAT_SHARE = 0.5
 

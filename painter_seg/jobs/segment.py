@@ -16,11 +16,12 @@ from tqdm import tqdm
 
 from ..apps.few_shot import FewShotSegmenter, Prediction
 from ..build import build_model
+from ..codec import SegType
 from ..errors import InputError
 from ..io.files import atomic_path, ensure_output_dir
 from ..io.images import load_image, overlay, save_image
 from ..io.masks import load_mask, save_label_png
-from ..strategies import TunedPrompt
+from ..tuning import TunedPrompt
 from ..utils.dist import DistInfo
 from ..utils.runtime import resolve_device
 
@@ -81,16 +82,63 @@ class TargetResult:
 
 
 def write_outputs(out_dir: Path, stem: str, image: np.ndarray, pred: Prediction, palette: np.ndarray,
-                  inputs: set[Path]) -> list[Path]:
-    """Write ``stem_mask.png`` (palette PNG of ids), ``stem_overlay.png`` and ``stem_paint.png``."""
-    paths = [out_dir / f"{stem}_mask.png", out_dir / f"{stem}_overlay.png", out_dir / f"{stem}_paint.png"]
-    for p in paths:
-        if p.resolve() in inputs:
-            raise InputError(f"{p}: output would overwrite an input file")
+                  guard: OutputGuard) -> list[Path]:
+    """Write ``stem_mask.png`` (palette PNG of ids), ``stem_overlay.png`` and ``stem_paint.png``; every path is
+    checked by ``guard`` first, so nothing is written when one of them may not be."""
+    paths = [out_dir / f"{stem}{suffix}" for suffix in OUTPUT_SUFFIXES]
+    for path in paths:
+        guard.check(path)
     save_label_png(paths[0], pred.labels, palette)
     save_image(paths[1], overlay(image, pred.labels, palette))
     save_image(paths[2], pred.paint)
+    guard.written.update(x.name for x in paths)
     return paths
+
+
+OUTPUT_SUFFIXES = ("_mask.png", "_overlay.png", "_paint.png")
+SUMMARY = "summary.json"
+
+
+@dataclass
+class OutputGuard:
+    """What the job may write in its output folder: never an input, never a file it did not write itself.
+
+    A file already in the folder may only be replaced when an earlier run of this job wrote it (it is listed in
+    that run's ``summary.json``) or ``overwrite=true`` was given; anything else is the user's and is kept.
+
+    Attributes:
+        inputs: resolved paths of every input of this run (prompts, masks, tuned prompt, targets).
+        previous: file names the previous run in this folder wrote.
+        overwrite: replace foreign files too (never inputs).
+        written: file names this run wrote.
+    """
+
+    inputs: set[Path]
+    previous: set[str]
+    overwrite: bool = False
+    written: set[str] = field(default_factory=set)
+
+    @classmethod
+    def for_folder(cls, out_dir: Path, inputs: set[Path], overwrite: bool) -> OutputGuard:
+        previous: set[str] = set()
+        summary = out_dir / SUMMARY
+        if summary.exists():
+            try:
+                old = json.loads(summary.read_text())
+                previous = set(old.get("outputs") or [f"{stem}{x}" for stem in old["targets"]
+                                                        for x in OUTPUT_SUFFIXES]) | {SUMMARY}
+            except (ValueError, KeyError, TypeError, AttributeError):
+                if not overwrite:
+                    raise InputError(f"{summary}: exists and is not a painter-seg summary; not overwritten "
+                                     f"(choose another output_dir, or overwrite=true)") from None
+        return cls(inputs, previous, overwrite)
+
+    def check(self, path: Path) -> None:
+        if path.resolve() in self.inputs:
+            raise InputError(f"{path}: output would overwrite an input file (choose another output_dir)")
+        if path.exists() and not (self.overwrite or path.name in self.previous | self.written):
+            raise InputError(f"{path}: exists and was not written by painter-seg; not overwritten (choose "
+                             f"another output_dir, or overwrite=true)")
 
 
 def id_palette(colors: dict[int, tuple[int, int, int]], stored: np.ndarray | None) -> np.ndarray:
@@ -105,91 +153,146 @@ def id_palette(colors: dict[int, tuple[int, int, int]], stored: np.ndarray | Non
     return pal
 
 
+@dataclass
+class PromptFiles:
+    """The example pairs of ``cfg.prompt`` read from disk.
+
+    Attributes:
+        kind: ``"masks"``, ``"boxes"`` or ``"scribbles"``; None when only a tuned prompt is given.
+        images: ``[H, W, 3]`` uint8 RGB prompt images.
+        kwargs: the masks / boxes / scribbles for :meth:`FewShotSegmenter.set_prompts`.
+        palette: the colours a prompt mask file carried (palette PNG or colour mask), else None.
+    """
+
+    kind: str | None = None
+    images: list[np.ndarray] = field(default_factory=list)
+    kwargs: dict = field(default_factory=dict)
+    palette: np.ndarray | None = None
+
+
+def _read_prompts(cfg: DictConfig, use_tuned: bool) -> PromptFiles:
+    p = cfg.prompt
+    if use_tuned and not p.get("tuned"):
+        raise InputError("strategy=tuned needs prompt.tuned=<file.safetensors> (from painter-seg tune)")
+    if p.get("tuned") and not use_tuned:
+        raise InputError(f"prompt.tuned={p.tuned}: a tuned prompt needs strategy=tuned")
+    if use_tuned and not cfg.strategy.get("extra_pairs", False):
+        return PromptFiles()
+    if not p.images:
+        raise InputError("prompt.images is empty: give at least one example image")
+    kinds = [k for k in ("masks", "boxes", "scribbles") if p.get(k)]
+    if len(kinds) != 1:
+        raise InputError("give exactly one of prompt.masks, prompt.boxes or prompt.scribbles")
+    kind = kinds[0]
+    if use_tuned and kind != "masks":
+        raise InputError("strategy.extra_pairs: give the extra pairs of a tuned prompt as prompt.masks")
+    if len(p[kind]) != len(p.images):
+        raise InputError(f"prompt.images has {len(p.images)} files but prompt.{kind} has {len(p[kind])}")
+    out = PromptFiles(kind, [load_image(f, max_side=cfg.max_side) for f in p.images])
+    if kind == "boxes":
+        out.kwargs["boxes"] = [list(b) for b in p.boxes]
+    else:
+        loaded = [load_mask(f) for f in p[kind]]  # sizes are checked by FewShotSegmenter.set_prompts
+        out.palette = next((m.palette for m in loaded if m.palette is not None), None)
+        out.kwargs[kind] = [m.labels for m in loaded]
+    return out
+
+
+def _segmenter(cfg: DictConfig, prompts: PromptFiles, use_tuned: bool) -> FewShotSegmenter:
+    """The predictor of ``cfg`` with its prompts set; a prompt set the strategy cannot take is an InputError."""
+    model = build_model(cfg.model, checkpoint=cfg.checkpoint, device=resolve_device(cfg.device))
+    seg = FewShotSegmenter(model, strategy=cfg.strategy.name, seg_type=cfg.seg_type,
+                           precision=cfg.precision, bg_threshold=cfg.bg_threshold,
+                           resize_mode=cfg.resize_mode, resize_masks=cfg.resize_masks,
+                           compile=bool(cfg.get("compile", False)))
+    p, kind = cfg.prompt, prompts.kind
+    names = [str(f) for f in p[kind]] if kind in ("masks", "scribbles") else None
+    if use_tuned:
+        seg.set_tuned_prompt(TunedPrompt.load(p.tuned, model), prompts.images, prompts.kwargs.get("masks"),
+                             names=names)
+    else:
+        seg.set_prompts(prompts.images, names=names, **prompts.kwargs)
+    return seg
+
+
+def _inputs(cfg: DictConfig, prompts: PromptFiles, files: Sequence[Path]) -> set[Path]:
+    p = cfg.prompt
+    named = [*(p.images if prompts.kind else []), *(p.get("masks") or []), *(p.get("scribbles") or []),
+             *([p.tuned] if p.get("tuned") else [])]
+    return {Path(f).resolve() for f in named} | {Path(f).resolve() for f in files}
+
+
+def _targets(cfg: DictConfig, out_dir: Path) -> tuple[list[Path], list[dict]]:
+    """The target files of ``cfg.targets``; none at all, or the output folder given as a target folder, is an
+    InputError (the next run would read this run's outputs as targets)."""
+    for spec in cfg.targets:
+        if Path(str(spec)).expanduser().is_dir() and Path(str(spec)).expanduser().resolve() == out_dir.resolve():
+            raise InputError(f"{spec}: is both a target folder and output_dir; choose another output_dir")
+    files, failures = expand_targets(cfg.targets)
+    if not files:
+        why = "; ".join(x["error"] for x in failures) or "targets is empty"
+        raise InputError(f"no target images to segment: {why}")
+    return files, failures
+
+
+def _segment_one(f: Path, stem: str, cfg: DictConfig, seg: FewShotSegmenter, out_dir: Path,
+                 palette: np.ndarray, guard: OutputGuard) -> dict:
+    img = load_image(f, max_side=cfg.max_side)
+    orig_hw = _original_size(f, img)
+    pred = seg.predict(img)
+    if orig_hw != img.shape[:2]:  # the image was downscaled on load: label map at the file's size
+        pred = _upscale(pred, orig_hw)
+        img = np.asarray(Image.fromarray(img).resize(orig_hw[::-1], Image.BILINEAR))
+    write_outputs(out_dir, stem, img, pred, palette, guard)
+    classes = {i: {"area": a, "mean_score": round(pred.mean_scores()[i], 4)} for i, a in pred.areas().items()}
+    return TargetResult(str(f), orig_hw, classes).to_json()
+
+
+def _summary(cfg: DictConfig, seg: FewShotSegmenter, prompts: PromptFiles, results: dict, failures: list,
+             guard: OutputGuard, seconds: float) -> dict:
+    p, kind = cfg.prompt, prompts.kind
+    return {
+        "model": str(cfg.model.name), "checkpoint": str(cfg.checkpoint or cfg.model.checkpoint),
+        "strategy": cfg.strategy.name, "seg_type": str(SegType.parse(seg.seg_type)),
+        "prompts": ([{"tuned": str(p.tuned)}] if p.get("tuned") else [])
+        + ([{"image": str(i), kind: str(m)} for i, m in zip(p.images, p[kind])] if kind else []),
+        "prompt_ids": {str(k): list(v) for k, v in seg.colors.items()},
+        "targets": results, "failed": failures, "outputs": sorted(guard.written),
+        "num_ok": len(results), "num_failed": len(failures), "seconds": round(seconds, 2),
+    }
+
+
 def run(cfg: DictConfig) -> int:
     """Run the few-shot job described by ``cfg`` (see ``conf/segment.yaml``); returns the exit code
     (0 = every target segmented, 1 = some target failed; bad prompts/arguments raise InputError)."""
     dist = DistInfo.from_env()
     out_dir = ensure_output_dir(Path(cfg.output_dir))
-    device = resolve_device(cfg.device)
-    p = cfg.prompt
     use_tuned = cfg.strategy.name == "tuned"
-    if use_tuned and not p.get("tuned"):
-        raise InputError("strategy=tuned needs prompt.tuned=<file.safetensors> (from tools/tune_prompt.py)")
-    if p.get("tuned") and not use_tuned:
-        raise InputError(f"prompt.tuned={p.tuned}: a tuned prompt needs strategy=tuned")
-    kind, prompt_imgs, stored_palette = None, [], None
-    kwargs: dict = {}
-    if not use_tuned or cfg.strategy.get("extra_pairs", False):  # real example pairs
-        if not p.images:
-            raise InputError("prompt.images is empty: give at least one example image")
-        prompt_imgs = [load_image(f, max_side=cfg.max_side) for f in p.images]
-        kinds = [k for k in ("masks", "boxes", "scribbles") if p.get(k)]
-        if len(kinds) != 1:
-            raise InputError("give exactly one of prompt.masks, prompt.boxes or prompt.scribbles")
-        kind = kinds[0]
-        if use_tuned and kind != "masks":
-            raise InputError("strategy.extra_pairs: give the extra pairs of a tuned prompt as prompt.masks")
-        if len(p[kind]) != len(p.images):
-            raise InputError(f"prompt.images has {len(p.images)} files but prompt.{kind} has {len(p[kind])}")
-        if kind == "boxes":
-            kwargs["boxes"] = [list(b) for b in p.boxes]
-        else:
-            loaded = [load_mask(f) for f in p[kind]]  # sizes are checked by FewShotSegmenter.set_prompts
-            stored_palette = next((m.palette for m in loaded if m.palette is not None), None)
-            kwargs[kind] = [m.labels for m in loaded]
-
-    model = build_model(cfg.model, checkpoint=cfg.checkpoint, device=device)
-    seg = FewShotSegmenter(model, strategy=cfg.strategy.name, seg_type=cfg.seg_type,
-                           precision=cfg.precision, bg_threshold=cfg.bg_threshold,
-                           resize_mode=cfg.resize_mode, resize_masks=cfg.resize_masks,
-                           compile=bool(cfg.get("compile", False)))
-    names = [str(f) for f in p[kind]] if kind in ("masks", "scribbles") else None
-    if use_tuned:
-        seg.set_tuned_prompt(TunedPrompt.load(p.tuned, model), prompt_imgs, kwargs.get("masks"), names=names)
-    else:
-        seg.set_prompts(prompt_imgs, names=names, **kwargs)
-    palette = id_palette(seg.colors, stored_palette)
-
-    files, failures = expand_targets(cfg.targets)
+    prompts = _read_prompts(cfg, use_tuned)
+    files, failures = _targets(cfg, out_dir)
+    guard = OutputGuard.for_folder(out_dir, _inputs(cfg, prompts, files), bool(cfg.get("overwrite", False)))
+    seg = _segmenter(cfg, prompts, use_tuned)
+    palette = id_palette(seg.colors, prompts.palette)
     stems = _output_stems(files)
     mine = list(zip(files, stems))[dist.rank :: dist.world_size]  # shard targets across torchrun ranks
-    inputs = {Path(f).resolve() for f in [*(p.images if kind else []), *(p.get("masks") or []),
-                                          *(p.get("scribbles") or []), *([p.tuned] if use_tuned else [])]}
-    inputs |= {f.resolve() for f in files}
     results: dict[str, dict] = {}
     t0 = time.perf_counter()
     for f, stem in tqdm(mine, desc="segment", unit="img", disable=not dist.is_main and dist.world_size > 1):
         try:
-            img = load_image(f, max_side=cfg.max_side)
-            orig_hw = _original_size(f, img)
-            pred = seg.predict(img)
-            if orig_hw != img.shape[:2]:  # the image was downscaled on load: label map at the file's size
-                pred = _upscale(pred, orig_hw)
-                img = np.asarray(Image.fromarray(img).resize(orig_hw[::-1], Image.BILINEAR))
-            write_outputs(out_dir, stem, img, pred, palette, inputs)
-            classes = {i: {"area": a, "mean_score": round(pred.mean_scores()[i], 4)}
-                       for i, a in pred.areas().items()}
-            results[stem] = TargetResult(str(f), orig_hw, classes).to_json()
+            results[stem] = _segment_one(f, stem, cfg, seg, out_dir, palette, guard)
         except InputError as e:
             failures.append({"file": str(f), "error": str(e)})
             log.warning("%s", e)
     if not dist.is_main:  # failures of target specs are reported once, by rank 0
         failures = [x for x in failures if x["file"] in {str(f) for f, _ in mine}]
-    summary = {
-        "model": str(cfg.model.name), "checkpoint": str(cfg.checkpoint or cfg.model.checkpoint),
-        "strategy": cfg.strategy.name, "seg_type": "instance" if seg.seg_type else "semantic",
-        "prompts": ([{"tuned": str(p.tuned)}] if use_tuned else [])
-        + ([{"image": str(i), kind: str(m)} for i, m in zip(p.images, p[kind])] if kind else []),
-        "prompt_ids": {str(k): list(v) for k, v in seg.colors.items()},
-        "targets": results, "failed": failures,
-        "num_ok": len(results), "num_failed": len(failures), "seconds": round(time.perf_counter() - t0, 2),
-    }
+    summary = _summary(cfg, seg, prompts, results, failures, guard, time.perf_counter() - t0)
     if dist.world_size > 1:
         summary = dist.merge_summaries(out_dir, summary)
         if dist.is_main:  # back to the targets' order (ranks hold interleaved shards)
             summary["targets"] = {s: summary["targets"][s] for s in stems if s in summary["targets"]}
     if dist.is_main:
-        with atomic_path(out_dir / "summary.json") as tmp:
+        guard.check(out_dir / SUMMARY)
+        with atomic_path(out_dir / SUMMARY) as tmp:
             Path(tmp).write_text(json.dumps(summary, indent=2))
         for x in summary["failed"]:
             print(f"failed: {x['error']}")
