@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from painter_seg.codec import SegType
 from painter_seg.data.synthetic import (
     FAMILIES,
     KINDS,
+    SEG_TYPES,
     TEXTURES,
     Episode,
     SyntheticConfig,
@@ -19,6 +21,7 @@ from painter_seg.data.synthetic import (
     label_palette,
     make_examples,
 )
+from painter_seg.io.masks import davis_palette
 
 SEEDS = range(12)
 
@@ -41,6 +44,9 @@ def test_constants() -> None:
     assert len(FAMILIES) >= 10 and len(TEXTURES) >= 6
     assert set(KINDS) == {"semantic", "instance", "multiclass", "multi_instance", "color",
                           "texture"}
+    assert set(SEG_TYPES) == set(KINDS) and all(isinstance(v, SegType) for v in SEG_TYPES.values())
+    assert {k for k, v in SEG_TYPES.items() if v == 1} == {"instance", "multi_instance"}
+    assert generate_episode(0, "multi_instance", size=(48, 48)).seg_type is SegType.INSTANCE
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -203,6 +209,7 @@ def test_clip_leave_and_return(n: int) -> None:
 
 
 def test_label_palette() -> None:
+    assert label_palette is davis_palette  # one home: painter_seg.io.masks
     pal = label_palette()
     assert pal.shape == (256, 3) and pal.dtype == np.uint8
     assert tuple(pal[0]) == (0, 0, 0) and len({tuple(c) for c in pal[:32]}) == 32
