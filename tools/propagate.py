@@ -1,25 +1,14 @@
 #!/usr/bin/env python
-"""Video object propagation from a first-frame mask. Config: conf/propagate.yaml. Example:
+"""Video object propagation from a first-frame mask: ``painter-seg propagate``. Config: conf/propagate.yaml.
 
-    python tools/propagate.py video=clip.mp4 first_mask=first.png output_dir=out context_frames=8
+    python tools/propagate.py video=clip.mp4 first_mask=first.png output_dir=out
 
 Writes one palette PNG per frame (named after the frame, ids of the first mask), overlay.mp4, summary.json.
 DAVIS mode: python tools/propagate.py data=davis root=DAVIS output_dir=out (torchrun shards sequences).
 """
-from __future__ import annotations
+import sys
 
-import hydra
-from omegaconf import DictConfig
-
-from painter_seg.utils.cli import run_job
-
-
-@hydra.main(version_base="1.3", config_path="../conf", config_name="propagate")
-def main(cfg: DictConfig) -> None:
-    from painter_seg.jobs.propagate import run
-
-    run_job(run, cfg)
-
+from painter_seg.cli import main
 
 if __name__ == "__main__":
-    main()
+    main(["propagate", *sys.argv[1:]])

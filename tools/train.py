@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train or fine-tune SegGPT. Config: conf/train.yaml. Examples:
+"""Train or fine-tune SegGPT: ``painter-seg train``. Config: conf/train.yaml. Examples:
 
     python tools/train.py +experiment=tiny_synthetic                   # seggpt_tiny from scratch
     python tools/train.py +experiment=tiny_synthetic resume=true        # continue exactly
@@ -10,27 +10,9 @@
 Writes train_log.csv, last.pt, model.safetensors and summary.json to output_dir.
 Exit code: 0 done, 2 bad arguments or inputs (one line on stderr).
 """
-
-from __future__ import annotations
-
 import sys
 
-import hydra
-from omegaconf import DictConfig
-
-from painter_seg.errors import InputError
-
-
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
-def main(cfg: DictConfig) -> None:
-    from painter_seg.training.trainer import train
-
-    try:
-        train(cfg)
-    except InputError as e:
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-        sys.exit(2)
-
+from painter_seg.cli import main
 
 if __name__ == "__main__":
-    main()
+    main(["train", *sys.argv[1:]])
