@@ -161,3 +161,18 @@ def test_a_photograph_given_as_mask_is_an_error(tmp_path):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {tmp_path / 'photo_mask.png'}: looks like a "
                                                    f"photograph, not a mask (")
+
+
+def test_evaluate_on_a_folder_without_pairs_is_one_line(tmp_path):
+    """An FSS-style class folder with a single pair cannot make a 1-shot episode."""
+    (tmp_path / "cls").mkdir()
+    (p_img, p_lab), _ = _episode()
+    Image.fromarray(p_img).save(tmp_path / "cls" / "1.jpg")
+    Image.fromarray((p_lab > 0).astype(np.uint8) * 255).save(tmp_path / "cls" / "1.png")
+    r = subprocess.run([sys.executable, str(REPO / "tools/evaluate.py"), "task=fewshot", f"root={tmp_path}",
+                        "model=seggpt_tiny", "device=cpu", f"output_dir={tmp_path / 'out'}"],
+                       capture_output=True, text=True, cwd=REPO, check=False)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines()[-1] == (
+        f"error: {tmp_path}: no episode to score (a class needs at least 2 image/mask pairs for 1 shot(s))")
+    assert not (tmp_path / "out").exists()

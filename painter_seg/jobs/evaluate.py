@@ -2,6 +2,7 @@
 (``task=fewshot``), or video J&F (``task=vos``, :mod:`painter_seg.jobs.evaluate_vos`)."""
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from pathlib import Path
@@ -85,14 +86,20 @@ def run_fewshot(cfg: DictConfig) -> dict:
     prints a table and writes ``fewshot_report.json`` to ``cfg.output_dir``."""
     rows = parse_rows(list(cfg.rows) if isinstance(cfg.get("rows"), (list, ListConfig)) else None,
                       cfg.strategy.name, cfg.shots)
-    episodes, source, num = _episodes(cfg, max(k for _, k in rows))
+    shots = max(k for _, k in rows)
+    episodes, source, num = _episodes(cfg, shots)
+    first = next(iter(episodes), None)  # data errors surface before the model is built
+    if first is None:
+        raise InputError(f"{source}: no episode to score (a class needs at least {shots + 1} image/mask "
+                         f"pairs for {shots} shot(s))")
+    episodes = itertools.chain([first], episodes)
     out = ensure_output_dir(Path(cfg.output_dir))
     segmenters = _segmenters(cfg, rows)
     meters = {key: FewShotMeter() for key in [*segmenters, *BASELINES]}
     seconds = dict.fromkeys(segmenters, 0.0)
     for ep in tqdm(episodes, total=num, desc="episodes"):
         _score(ep, segmenters, meters, seconds)
-    report = {"data": source, "shots": max(k for _, k in rows), "seed": int(cfg.seed),
+    report = {"data": source, "shots": shots, "seed": int(cfg.seed),
               "model": str(cfg.model.name), "checkpoint": str(cfg.checkpoint or cfg.model.get("checkpoint")),
               "rows": {key: {"mIoU": m.miou(), "FB-IoU": m.fb_iou(), "per_class": m.class_iou(),
                              "pairs": m.num_episodes,
