@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import warnings
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -12,7 +14,14 @@ from ..errors import InputError
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = ("auto", *DTYPES)
+"""Accepted ``precision`` values; ``auto`` is resolved per device by :func:`resolve_precision`."""
+
+CPU_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+"""``/proc/cpuinfo`` flags of x86 CPUs that run bf16 matrix products natively."""
+
+_warned: set[str] = set()  # one-time warnings already logged in this process
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -25,16 +34,81 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """Autocast context for ``precision`` in fp32|bf16|fp16 (fp16 on CPU falls back to bf16 with a warning)."""
+@functools.lru_cache(maxsize=4)
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str]:
+    """Feature flags of this CPU from ``cpuinfo`` (Linux: the first ``flags`` line, or ``Features`` on ARM);
+    an empty set where that file is missing or unreadable. Read once per process."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return frozenset()
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU runs bf16 matrix products natively (AVX512-BF16 or AMX-BF16), detected at run
+    time: from :func:`cpu_flags`, else (no ``/proc/cpuinfo``) from torch's own CPU probe."""
+    flags = cpu_flags()
+    if flags:
+        return bool(flags & CPU_BF16_FLAGS)
+    probe = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    with contextlib.suppress(Exception):  # private torch API: absent or failing means "not known to have"
+        return any(getattr(probe, name)() for name in checks if hasattr(probe, name))
+    return False
+
+
+def has_native_bf16(device: torch.device | str) -> bool:
+    """bf16 runs natively on ``device``: CUDA with bf16 support, or a CPU with AVX512-BF16 / AMX."""
+    device = torch.device(device)
+    if device.type == "cuda":  # not counting emulation (torch's default would call a V100 bf16-capable)
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type == "cpu":
+        return cpu_has_native_bf16()
+    return False
+
+
+def warn_once(key: str, message: str) -> None:
+    """Log ``message`` as a warning the first time ``key`` is seen in this process."""
+    if key not in _warned:
+        _warned.add(key)
+        log.warning(message)
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> str:
+    """The precision to run on ``device``: ``"auto"`` -> ``bf16`` where the device has native bf16
+    (:func:`has_native_bf16`), else ``fp32``. ``fp32``/``bf16``/``fp16`` are returned as asked; ``bf16`` on a
+    CPU without native bf16 logs one warning (once per process) that it is emulated and slower than fp32.
+
+    Raises:
+        InputError: ``precision`` is not one of :data:`PRECISIONS`.
+    """
     if precision not in PRECISIONS:
         raise InputError(f"precision={precision}: expected one of {', '.join(PRECISIONS)}")
+    device = torch.device(device)
+    if precision == "auto":
+        return "bf16" if has_native_bf16(device) else "fp32"
+    if precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+        warn_once("bf16-emulated", "precision=bf16: this CPU has no native bf16 (no avx512_bf16 or AMX); "
+                  "bf16 is emulated and will be slower than fp32 (precision=auto picks fp32 here)")
+    return precision
+
+
+def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractContextManager:
+    """Autocast context for ``precision`` in auto|fp32|bf16|fp16 (``auto`` resolved by
+    :func:`resolve_precision`; fp16 on CPU falls back to bf16 with a warning)."""
+    device = torch.device(device)
+    precision = resolve_precision(precision, device)
     if precision == "fp32":
         return contextlib.nullcontext()
     if precision == "fp16" and device.type == "cpu":
-        warnings.warn("fp16 autocast is not supported on CPU; using bf16")
+        warnings.warn("fp16 autocast is not supported on CPU; using bf16", stacklevel=2)
         precision = "bf16"
-    return torch.autocast(device_type=device.type, dtype=PRECISIONS[precision])
+    return torch.autocast(device_type=device.type, dtype=DTYPES[precision])
 
 
 def _first_line(e: BaseException) -> str:
@@ -89,14 +163,3 @@ def _is_compile_error(e: BaseException) -> bool:
 def maybe_compile(model: torch.nn.Module, enabled: bool, **compile_kwargs: Any) -> Any:
     """``model`` itself when ``enabled`` is False, else a :class:`CompiledModel` (eager fallback)."""
     return CompiledModel(model, **compile_kwargs) if enabled else model
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``"auto"`` -> ``bf16`` on a CUDA device with bf16 support, else ``fp32`` (CPU bf16 autocast is slow
-    on many CPUs); any other value is checked and returned."""
-    if precision == "auto":
-        cuda_bf16 = device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        return "bf16" if cuda_bf16 else "fp32"
-    if precision not in PRECISIONS:
-        raise InputError(f"precision={precision}: expected auto or one of {', '.join(PRECISIONS)}")
-    return precision
