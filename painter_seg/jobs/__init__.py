@@ -46,4 +46,9 @@ JOBS: dict[str, JobSpec] = {
                        entry="main"),
     "benchmark": JobSpec("painter_seg.jobs.benchmark", None,
                          "speed, memory and quality vs the transformers reference", entry="main"),
+    "serve": JobSpec("painter_seg.jobs.serve", "serve",
+                     "local web app and HTTP API over one shared model (needs the [app] extra)"),
+    "gpu-check": JobSpec("painter_seg.jobs.gpu_check", None,
+                         "one-command GPU check: parity, precisions, throughput, compile, tuning, video",
+                         entry="main"),
 }

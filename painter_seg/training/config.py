@@ -21,10 +21,10 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from ..errors import InputError
+from ..utils.runtime import PRECISIONS
 
 __all__ = ["PRECISIONS", "TrainConfig", "TrainJobConfig", "parse_config"]
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -59,6 +59,8 @@ class TrainConfig:
     save_every: int | None = 500  # last.pt + model.safetensors every N steps; 0/null = end only
     num_workers: int = 4  # data-loader worker processes per rank
     progress: bool = True  # tqdm bar on rank 0
+    val_every: int | None = None  # score data.val every N steps (and at start / end); null = off
+    val_batch_size: int = 16  # samples per validation forward
     ddp_find_unused_parameters: bool = False
 
     def __post_init__(self) -> None:
@@ -78,6 +80,8 @@ class TrainConfig:
         _check(self.loss_beta > 0 and self.loss_fg_weight > 0,
                "train.loss_beta and train.loss_fg_weight must be > 0")
         _check(self.num_workers >= 0, "train.num_workers must be >= 0")
+        _check(self.val_every is None or self.val_every >= 0, "train.val_every must be >= 0")
+        _check(self.val_batch_size >= 1, "train.val_batch_size must be >= 1")
 
 
 @dataclass
