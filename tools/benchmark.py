@@ -1,6 +1,8 @@
 #!/usr/bin/env python
-"""Speed, memory and bf16/fp16 quality vs transformers: ``painter_seg.jobs.benchmark`` (``--help``)."""
-from painter_seg.jobs.benchmark import main
+"""Speed, memory and bf16/fp16 quality vs the transformers reference: ``painter-seg benchmark`` (``--help`` lists the options)."""
+import sys
+
+from painter_seg.cli import main
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main(["benchmark", *sys.argv[1:]])

@@ -1,6 +1,8 @@
 #!/usr/bin/env python
-"""GPU check (ViT-L parity, precisions, throughput, compile, tuning, video): ``painter_seg.jobs.gpu_check``."""
-from painter_seg.jobs.gpu_check import main
+"""GPU check (ViT-L parity, precisions, throughput, compile, prompt tuning, video): ``painter-seg gpu-check`` (``--help`` lists the options)."""
+import sys
+
+from painter_seg.cli import main
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main(["gpu-check", *sys.argv[1:]])
