@@ -102,21 +102,19 @@ def test_prompt_learns_and_summary(tuned, views):
     assert s["steps"] == 3 and s["train_pairs"] == 4 and s["val_pairs"] == 2 and 0 <= s["best_step"] <= 3
     assert [r["step"] for r in tuner.history if "val_miou" in r] == [0, 1, 2, 3]  # 0 = the initial prompt
     train, _ = split_pairs(len(views), 0.34, 0)
-    lut = np.zeros(256, np.int64)
-    lut[[5, 6]] = [1, 2]
-    init, _ = tuner.initial_prompt([views[i] for i in train], lut, p.palette)  # init="mean"
+    init, _ = tuner.initial_prompt([views[i] for i in train], [5, 6], p.palette)  # init="mean"
     assert not torch.equal(tuner.image.detach()[0], init)
     assert torch.equal(p.image, init) == (s["best_step"] == 0)  # the best validated prompt is returned
 
 
 def test_init_pair_replaces_the_indexed_training_pair(model, views):
-    lut = np.zeros(256, np.int64)
-    lut[[5, 6]] = [1, 2]
-    palette = np.array([[0, 0, 0], [255, 255, 255], [255, 255, 127]], np.uint8)
-    by_index = PromptTuner(model, TuneConfig(init="pair", init_index=3)).initial_prompt(views, lut, palette)
-    given = PromptTuner(model, TuneConfig(init="pair", init_index=0)).initial_prompt(views, lut, palette,
-                                                                                  init_pair=views[3])
-    first = PromptTuner(model, TuneConfig(init="pair", init_index=0)).initial_prompt(views, lut, palette)
+    ids, palette = [5, 6], np.array([[0, 0, 0], [255, 255, 255], [255, 255, 127]], np.uint8)
+
+    def init(index, pair=None):
+        tuner = PromptTuner(model, TuneConfig(init="pair", init_index=index))
+        return tuner.initial_prompt(views, ids, palette, init_pair=pair)
+
+    by_index, given, first = init(3), init(0, views[3]), init(0)
     assert torch.equal(given[0], by_index[0]) and torch.equal(given[1], by_index[1])
     assert not torch.equal(given[0], first[0])
 
@@ -164,7 +162,7 @@ def test_tuned_strategy_is_an_example_pair(model, tuned, views):
     extra = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         assert torch.equal(strat.predict_torch(q), plain.predict_torch(q))
-        strat.set_tuned(p, extra, extra.flip(1))
+        strat.set_prompts(extra, extra.flip(1), tuned=p)
         fe.set_prompts(torch.cat([p.image[None], extra]), torch.cat([p.mask[None], extra.flip(1)]), 0)
         assert torch.equal(strat.predict_torch(q), fe.predict_torch(q))
     seg = FewShotSegmenter(model, strategy="tuned")
@@ -242,8 +240,8 @@ def _error_line(capsys, job, cfg) -> str:
 
 @pytest.mark.filterwarnings("ignore:.*no mask found")
 def test_bad_inputs_give_one_line_errors(tmp_path, capsys, model, views, tuned):
-    from painter_seg.apps.few_shot_job import run as segment
-    from painter_seg.apps.tune_job import run as tune
+    from painter_seg.jobs.segment import run as segment
+    from painter_seg.jobs.tune import run as tune
 
     _scene_files(tmp_path, views[:3])
     (tmp_path / "empty").mkdir()
@@ -280,7 +278,7 @@ def test_bad_inputs_give_one_line_errors(tmp_path, capsys, model, views, tuned):
 
 
 def test_report_compares_tuned_prompt_with_real_pairs(tmp_path, capsys):
-    from painter_seg.apps.tune_job import run_report
+    from painter_seg.jobs.tune_report import make_report as run_report
 
     out = tmp_path / "rep" / "scene.safetensors"
     cfg = _compose("tune_prompt", ["report.scene=synthetic", "report.views=4", "report.size=[48,48]",
@@ -302,3 +300,27 @@ def test_report_compares_tuned_prompt_with_real_pairs(tmp_path, capsys):
     report = run_report(cfg)
     chosen = report["rows"]["best_single_pair"]["chosen"]
     assert report["tuning"]["init"] == f"best single pair ({chosen})"
+
+
+def test_tuning_keys_have_one_home():
+    """conf/tune_prompt.yaml lists exactly TuneConfig's fields at its top level, with its defaults."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(REPO / "conf" / "tune_prompt.yaml")
+    keys = TuneConfig.field_names()
+    assert [k for k in keys if k not in cfg] == []
+    yaml_values = OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys))
+    assert TuneConfig.from_dict(yaml_values) == TuneConfig()
+
+
+def test_tuning_and_strategies_import_nothing_above_them():
+    import ast
+
+    pkg = REPO / "painter_seg"
+    above = {"tuning": ("apps", "jobs"), "strategies": ("apps", "jobs", "tuning")}
+    for sub, banned in above.items():
+        for path in (pkg / sub).glob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom) and node.level >= 2:
+                    top = (node.module or "").split(".")[0]
+                    assert top not in banned, f"{path.name} imports painter_seg.{node.module}"

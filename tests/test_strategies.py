@@ -49,8 +49,8 @@ def test_batched_queries_equal_one_by_one(tiny_model):
 def test_prompts_are_prepared_once(tiny_model, monkeypatch):
     s = build_strategy("spatial_ensemble", tiny_model)
     calls = []
-    orig = s._prepare
-    monkeypatch.setattr(s, "_prepare", lambda p: calls.append(1) or orig(p))
+    orig = s.arrangement.prepare
+    monkeypatch.setattr(s.arrangement, "prepare", lambda i, m: calls.append(1) or orig(i, m))
     s.set_prompts(*_prompts(4), 0)
     with torch.no_grad():
         for _ in range(3):
@@ -96,3 +96,33 @@ def test_errors(tiny_model):
                                                                    torch.zeros(1, 3, 64, 64))
     with pytest.raises(ValueError, match="unknown strategy 'nope'"):
         build_strategy("nope", tiny_model)
+
+
+def test_every_strategy_takes_a_tuned_prompt_first(tiny_model):
+    """The prompt source is separate from the arrangement: a tuned prompt is prompt 0 of any
+    strategy, exactly as if it had been given as the first example pair."""
+    from types import SimpleNamespace
+
+    imgs, masks = _prompts(3, seed=7)
+    tuned = SimpleNamespace(image=imgs[0], mask=masks[0], seg_type=1)
+    q = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(8))
+    for name, k in (("plain", 0), ("spatial_ensemble", 2), ("feature_ensemble", 2), ("tuned", 0),
+                    ("tuned", 2)):
+        with_tuned, as_pairs = build_strategy(name, tiny_model), build_strategy(name, tiny_model)
+        extra = (imgs[1 : 1 + k], masks[1 : 1 + k]) if k else (None, None)
+        with_tuned.set_prompts(*extra, tuned=tuned)
+        as_pairs.set_prompts(imgs[: 1 + k], masks[: 1 + k], "instance")
+        assert with_tuned.prompts.seg_type == 1 and with_tuned.tuned is tuned
+        with torch.no_grad():
+            assert torch.equal(with_tuned.predict_torch(q), as_pairs.predict_torch(q)), (name, k)
+    s = build_strategy("tuned", tiny_model, prompt=tuned)  # ready without example pairs
+    assert s.prompts.num_prompts == 1
+    s.set_prompts(imgs[:2], masks[:2])  # the tuned strategy takes plain pairs too
+    assert s.tuned is None and s.prompts.num_prompts == 2 and s.prompts.seg_type == 0
+    with pytest.raises(ValueError, match="extra pairs have seg_type semantic, the tuned prompt "
+                                         "instance"):
+        s.set_prompts(imgs[:1], masks[:1], "semantic", tuned=tuned)
+    with pytest.raises(ValueError, match="exactly one prompt, got 2"):
+        build_strategy("plain", tiny_model).set_prompts(imgs[:1], masks[:1], tuned=tuned)
+    with pytest.raises(ValueError, match="at least one prompt"):
+        s.set_prompts()

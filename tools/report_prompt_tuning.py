@@ -18,16 +18,11 @@ from omegaconf import DictConfig
 from painter_seg.utils.cli import run_job
 
 
-def _job(cfg: DictConfig) -> int:
-    from painter_seg.apps.tune_job import run_report
-
-    run_report(cfg)
-    return 0
-
-
 @hydra.main(version_base="1.3", config_path="../conf", config_name="tune_prompt")
 def main(cfg: DictConfig) -> None:
-    run_job(_job, cfg)
+    from painter_seg.jobs.tune_report import run
+
+    run_job(run, cfg)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from painter_seg.utils.cli import run_job
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="tune_prompt")
 def main(cfg: DictConfig) -> None:
-    from painter_seg.apps.tune_job import run
+    from painter_seg.jobs.tune import run
 
     run_job(run, cfg)
 

@@ -13,26 +13,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..codec.canvas import (
-    normalize,
-    paint_from_half,
-    resize_color_mask,
-    resize_image,
-    resize_labels,
-    resize_paint,
-)
-from ..codec.palette import (
-    build_palette,
-    decode_paint,
-    labels_to_colors,
-)
+from ..codec.canvas import images_to_tensor, labels_to_tensor, paint_to_labels, resize_labels
+from ..codec.palette import build_palette, labels_to_compact
+from ..codec.seg_type import SegType
 from ..errors import InputError
 from ..model import SegGPT
-from ..strategies import InContextStrategy, TunedPrompt, TunedPromptStrategy, build_strategy
-from ..utils.runtime import PRECISIONS, autocast, maybe_compile
+from ..strategies import InContextStrategy, build_strategy
+from ..tuning.artifact import TunedPrompt
+from ..utils.runtime import PRECISIONS, maybe_compile
 from .prompts import box_to_mask, scribble_to_mask
-
-SEG_TYPES = {"semantic": 0, "instance": 1, 0: 0, 1: 1}
 
 
 @dataclass
@@ -40,7 +29,8 @@ class Prediction:
     """Result for one query image.
 
     Attributes:
-        labels: ``[H, W]`` int64 label map at the query's size; ids as in the prompt masks, 0 = background.
+        labels: ``[H, W]`` int64 label map at the query's size; ids as in the prompt masks,
+            0 = background.
         paint: ``[H, W, 3]`` uint8 RGB: the model's raw painted mask, resized to the query's size.
         scores: ``[H, W]`` float32 in [0, 1]: confidence of the label chosen at each pixel.
         colors: ``{id: (r, g, b)}`` the colour each id was painted with.
@@ -74,7 +64,8 @@ def _as_rgb(image) -> np.ndarray:
 
 
 def _as_labels(mask) -> np.ndarray:
-    """Label map from a 2-D id/bool array, or a colour mask (distinct colours -> ids 1..K, black = 0)."""
+    """Label map from a 2-D id/bool array, or a colour mask (distinct colours -> ids 1..K,
+    black = 0)."""
     arr = np.asarray(mask)
     if arr.ndim == 3:
         if np.all(arr[..., :1] == arr[..., :3]):
@@ -96,16 +87,17 @@ class FewShotSegmenter:
 
     Args:
         model: a :class:`SegGPT` (e.g. ``build_model("default")``), shared, never modified.
-        strategy: ``plain`` (1 prompt), ``spatial_ensemble``, ``feature_ensemble``, ``tuned`` (a learned
-            prompt, see :meth:`set_tuned_prompt`), or a strategy object.
+        strategy: ``plain`` (1 prompt), ``spatial_ensemble``, ``feature_ensemble``, ``tuned`` (a
+            learned prompt, see :meth:`set_tuned_prompt`), or a strategy object.
         seg_type: ``"semantic"`` (same-class regions) or ``"instance"`` (the same object instances).
         precision: ``fp32`` | ``bf16`` | ``fp16`` autocast for the forward.
         bg_threshold: foreground pixels whose colour-match score is below this become background.
         resize_mode: how the painted half is resized back to the query size before decoding
             (``bilinear``: smooth edges; ``nearest``: the official behaviour).
         resize_masks: resize a prompt mask whose size differs from its image (else it is an error).
-        compile: run the model through ``torch.compile`` (the first prediction compiles; if compiling fails,
-            e.g. no C++ compiler for the CPU backend, a one-line warning is logged and it runs eager).
+        compile: run the model through ``torch.compile`` (the first prediction compiles; if
+            compiling fails, e.g. no C++ compiler for the CPU backend, a one-line warning is logged
+            and it runs eager).
     """
 
     def __init__(
@@ -127,9 +119,7 @@ class FewShotSegmenter:
             self.strategy = strategy
             if compile:
                 self.strategy.model = runner
-        if seg_type not in SEG_TYPES:
-            raise InputError(f"seg_type={seg_type}: expected semantic or instance")
-        self.seg_type = SEG_TYPES[seg_type]
+        self.seg_type = SegType.parse(seg_type)
         if precision not in PRECISIONS:
             raise InputError(f"precision={precision}: expected one of {', '.join(PRECISIONS)}")
         self.precision = precision
@@ -171,18 +161,18 @@ class FewShotSegmenter:
 
         Args:
             images: K prompt images, ``[H, W, 3]`` uint8 RGB arrays or PIL images (any sizes).
-            masks: K masks at their image's size: ``[H, W]`` id maps (0 = background; several ids = several
-                classes or instances, segmented in one pass), bool / 0-1 / 0-255 maps, or ``[H, W, 3]``
-                colour masks (distinct colours -> ids). Exactly one of masks, boxes, scribbles.
-            boxes: K boxes ``(x0, y0, x1, y1)``; each becomes a one-object mask (GrabCut inside the box).
+            masks: K masks at their image's size: ``[H, W]`` id maps (0 = background; several
+                ids = several classes or instances, segmented in one pass), bool / 0-1 / 0-255
+                maps, or ``[H, W, 3]`` colour masks (distinct colours -> ids). Exactly one of
+                masks, boxes, scribbles.
+            boxes: K boxes ``(x0, y0, x1, y1)``; each becomes a one-object mask (GrabCut inside
+                the box).
             scribbles: K stroke maps (``[H, W]``, nonzero = strokes of that id), grown into masks.
             names: optional K names used in error messages (e.g. file names).
             seg_type: ``semantic`` / ``instance`` for these prompts (default: the segmenter's).
         """
         if seg_type is not None:
-            if seg_type not in SEG_TYPES:
-                raise InputError(f"seg_type={seg_type}: expected semantic or instance")
-            self.seg_type = SEG_TYPES[seg_type]
+            self.seg_type = SegType.parse(seg_type)
         imgs, labels = self._read_pairs(images, masks, boxes, scribbles, names)
         all_ids = np.unique(np.concatenate([np.unique(lab) for lab in labels]))
         self.ids = all_ids[all_ids > 0]
@@ -198,35 +188,37 @@ class FewShotSegmenter:
         names: Sequence[str] | None = None,
         check: bool = True,
     ) -> None:
-        """Use a tuned prompt (needs ``strategy="tuned"``), optionally with K real example pairs.
+        """Use a tuned prompt, optionally with K real example pairs (the prompt comes first).
 
-        The classes, their ids and colours and ``seg_type`` come from ``prompt``: predictions carry the ids
-        the classes had when the prompt was tuned. Real pairs (``images``/``masks`` as in
-        :meth:`set_prompts`) may only use those ids; they join the tuned prompt in a feature ensemble.
-        ``check=False`` skips verifying that the prompt belongs to the model (its weights fingerprint).
+        The classes, their ids and colours and ``seg_type`` come from ``prompt``: predictions carry
+        the ids the classes had when the prompt was tuned. Real pairs (``images``/``masks`` as in
+        :meth:`set_prompts`) may only use those ids. The ``tuned`` strategy runs the prompt alone
+        like an example pair and with real pairs in a feature ensemble; other strategies arrange
+        the 1 + K prompts their own way. ``check=False`` skips verifying that the prompt belongs to
+        the model (its weights fingerprint).
 
         Raises:
-            InputError: another strategy, a prompt tuned for another model, or masks with other ids.
+            InputError: a prompt tuned for another model, or masks with other ids.
         """
-        if not isinstance(self.strategy, TunedPromptStrategy):
-            raise InputError(f"a tuned prompt needs strategy='tuned', not {self.strategy.name!r}")
         if check:
             prompt.check(self.model)
         ids = np.asarray(prompt.class_ids, dtype=np.int64)
-        imgs, labels = self._read_pairs(images, masks, None, None, names) if len(images) else ([], [])
+        imgs, labels = (self._read_pairs(images, masks, None, None, names) if len(images)
+                        else ([], []))
         for lab, name in zip(labels, names or [f"prompt {i}" for i in range(len(labels))]):
             extra = np.setdiff1d(np.unique(lab[lab > 0]), ids)
             if extra.size:
-                raise InputError(f"{name}: mask ids {extra.tolist()} are not classes of the tuned prompt "
-                                 f"(ids {ids.tolist()})")
-        self.seg_type = int(prompt.seg_type)
+                raise InputError(f"{name}: mask ids {extra.tolist()} are not classes of the tuned "
+                                 f"prompt (ids {ids.tolist()})")
+        self.seg_type = SegType.parse(prompt.seg_type)
         self.ids, self.palette = ids, np.asarray(prompt.palette, dtype=np.uint8)
         p_imgs, p_masks = self._encode(imgs, labels) if imgs else (None, None)
-        self.strategy.set_tuned(prompt, p_imgs, p_masks, check=False)
+        self.strategy.set_prompts(p_imgs, p_masks, tuned=prompt)
 
     def _read_pairs(self, images, masks, boxes, scribbles, names
                     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """RGB images and checked ``[H, W]`` label maps of K prompt pairs (one of masks/boxes/scribbles)."""
+        """RGB images and checked ``[H, W]`` label maps of K prompt pairs (from one of masks,
+        boxes, scribbles)."""
         given = [x is not None for x in (masks, boxes, scribbles)]
         if sum(given) != 1:
             raise InputError("give exactly one of masks, boxes or scribbles for the prompts")
@@ -252,55 +244,41 @@ class FewShotSegmenter:
                         f"{img.shape[1]}x{img.shape[0]} (set resize_masks to resize it)")
                 lab = resize_labels(lab, img.shape[:2])
             if lab.min() < 0 or lab.max() > 255:
-                raise InputError(f"{name}: mask ids must be in 0..255, got {lab.min()}..{lab.max()}")
+                raise InputError(f"{name}: mask ids must be in 0..255, got "
+                                 f"{lab.min()}..{lab.max()}")
             if not lab.any():
                 raise InputError(f"{name}: prompt mask is empty (no foreground pixels)")
             labels.append(lab)
         return imgs, labels
 
-    def _encode(self, imgs: list[np.ndarray], labels: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Prompt halves ``[K, 3, h, w]`` (normalised): images, and masks painted in ``self.palette``
-        (id ``self.ids[k - 1]`` -> colour k)."""
+    def _encode(self, imgs: list[np.ndarray], labels: list[np.ndarray]
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompt halves ``[K, 3, h, w]`` (normalised): images, and masks painted in
+        ``self.palette`` (id ``self.ids[k - 1]`` -> colour k)."""
         assert self.ids is not None and self.palette is not None
-        lut = np.zeros(256, np.int64)
-        lut[self.ids] = np.arange(1, len(self.ids) + 1)
-        h, w = self.strategy.half_size
-        p_imgs, p_masks = [], []
-        for img, lab in zip(imgs, labels):
-            p_imgs.append(normalize(resize_image(img, (h, w))))
-            p_masks.append(normalize(resize_color_mask(labels_to_colors(lut[lab], self.palette), (h, w))))
-        to_t = lambda a: torch.from_numpy(np.stack(a).transpose(0, 3, 1, 2)).float()
-        return to_t(p_imgs), to_t(p_masks)
+        size = self.strategy.half_size
+        compact = [labels_to_compact(lab, self.ids) for lab in labels]
+        return images_to_tensor(imgs, size), labels_to_tensor(compact, self.palette, size)
 
     # ------------------------------------------------------------------ prediction
-    def _query_tensor(self, img: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(normalize(resize_image(img, self.strategy.half_size)).transpose(2, 0, 1))
-
-    @torch.inference_mode()
     def predict_batch(self, images: Sequence, batch_size: int = 4) -> list[Prediction]:
-        """Segment several query images (``[H, W, 3]`` uint8 RGB or PIL); one :class:`Prediction` each."""
+        """Segment several query images (``[H, W, 3]`` uint8 RGB or PIL); one
+        :class:`Prediction` each, at the image's own size."""
         if not self.is_prompt_set:
             raise RuntimeError("FewShotSegmenter: call set_prompts(...) before predict")
         imgs = [_as_rgb(im) for im in images]
-        out: list[Prediction] = []
-        device = self.strategy.device
-        for s in range(0, len(imgs), batch_size):
-            chunk = imgs[s : s + batch_size]
-            q = torch.stack([self._query_tensor(im) for im in chunk]).float()
-            with autocast(device, self.precision):
-                pred = self.strategy.predict_torch(q.to(device))
-            paints = paint_from_half(pred)
-            out.extend(self._decode(paint, im.shape[:2]) for paint, im in zip(paints, chunk))
-        return out
+        paints = self.strategy.paint(imgs, self.precision, batch_size)
+        return [self._decode(paint, im.shape[:2]) for paint, im in zip(paints, imgs)]
 
     def predict(self, image) -> Prediction:
         """Segment one query image; see :meth:`predict_batch`."""
         return self.predict_batch([image])[0]
 
     def _decode(self, paint: np.ndarray, size: tuple[int, int]) -> Prediction:
+        """The painted half ``[h, w, 3]`` resized to ``size`` and decoded
+        (:func:`~painter_seg.codec.paint_to_labels`)."""
         assert self.palette is not None and self.ids is not None
-        paint = resize_paint(paint, size, mode=self.resize_mode)
-        compact, scores = decode_paint(paint, self.palette, bg_threshold=self.bg_threshold)
-        labels = np.concatenate([[0], self.ids])[compact]
-        return Prediction(labels=labels.astype(np.int64), paint=np.clip(paint + 0.5, 0, 255).astype(np.uint8),
-                          scores=scores.astype(np.float32), colors=self.colors)
+        labels, paint, scores = paint_to_labels(paint, self.palette, self.ids, size,
+                                                self.resize_mode, self.bg_threshold)
+        return Prediction(labels=labels, paint=np.clip(paint + 0.5, 0, 255).astype(np.uint8),
+                          scores=scores, colors=self.colors)

@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .palette import decode_paint, expand_labels, labels_to_colors
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -290,10 +292,11 @@ def resize_paint(paint: np.ndarray, size: Sequence[int], mode: str = "bilinear")
 
 
 def cell_bounds(length: int, n: int) -> list[int]:
-    """Edges of n grid cells along one axis: n cells of ``length // n``, the last one takes the remainder.
+    """Edges of n grid cells along one axis: n cells of ``length // n``, the last takes the rest.
 
-    The one definition of the spatial-ensemble grid: :func:`tile_grid` / :func:`untile_grid` (arrays) and
-    :func:`painter_seg.strategies.spatial_ensemble.tile_prompts` (tensors) cut the same cells.
+    The one definition of the spatial-ensemble grid: :func:`tile_grid` / :func:`untile_grid`
+    (arrays) and :func:`painter_seg.strategies.arrangements.tile_prompts` (tensors) cut the same
+    cells.
     """
     step = length // n
     if step == 0:
@@ -384,3 +387,96 @@ def untile_grid(
         cell = grid[ys[r] : ys[r + 1], xs[c] : xs[c + 1]].copy()
         out.append(_resize_cell(cell, _check_size(size), kind).copy() if size is not None else cell)
     return out
+
+
+
+# --------------------------------------------------------------------------- tensors for the model
+def rgb01_to_tensor(x: np.ndarray) -> torch.Tensor:
+    """ImageNet-normalise ``[..., h, w, 3]`` RGB in [0, 1] and view it as ``[..., 3, h, w]``.
+
+    Returns:
+        float32 tensor sharing memory with the normalised array (channels-last strides; call
+        ``.contiguous()`` where a packed CHW layout is wanted).
+    """
+    x = np.asarray(x)
+    if x.ndim < 3 or x.shape[-1] != 3:
+        raise ValueError(f"expected [..., h, w, 3] RGB, got shape {x.shape}")
+    return torch.from_numpy(np.moveaxis(normalize(x), -1, -3))
+
+
+def images_to_tensor(images: Sequence[np.ndarray], size: Sequence[int]) -> torch.Tensor:
+    """K uint8 RGB images (any sizes) -> the normalised ``[K, 3, h, w]`` float32 model input.
+
+    Each image is resized like the official script (:func:`resize_image`), then normalised
+    (:func:`rgb01_to_tensor`; channels-last strides).
+    """
+    if not len(images):
+        raise ValueError("images_to_tensor needs at least one image")
+    return rgb01_to_tensor(np.stack([resize_image(im, size) for im in images]))
+
+
+def labels_to_tensor(
+    labels: Sequence[np.ndarray], palette: np.ndarray, size: Sequence[int]
+) -> torch.Tensor:
+    """K label maps (any sizes) -> their normalised colour masks ``[K, 3, h, w]`` float32.
+
+    Args:
+        labels: K ``[H, W]`` integer ids in ``0..len(palette) - 1`` (compact labels, see
+            :func:`painter_seg.codec.palette.labels_to_compact`).
+        palette: ``[C + 1, 3]`` uint8 RGB, row k = colour of id k.
+        size: ``(h, w)`` of the result; each colour mask is resized with PIL nearest
+            (:func:`resize_color_mask`).
+
+    Returns:
+        ``[K, 3, h, w]`` float32 tensor (channels-last strides).
+    """
+    if not len(labels):
+        raise ValueError("labels_to_tensor needs at least one label map")
+    return rgb01_to_tensor(
+        np.stack([resize_color_mask(labels_to_colors(lab, palette), size) for lab in labels])
+    )
+
+
+def canvas_tensors(
+    top_images: torch.Tensor, top_masks: torch.Tensor, queries: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`make_canvases` for normalised ``[B, 3, h, w]`` tensor halves.
+
+    Returns:
+        ``(imgs, tgts)``, each ``[B, 3, 2h, w]``: prompt image over query, and prompt mask over a
+        copy of the prompt mask (official; :func:`query_mask` masks that half). Differentiable.
+    """
+    if top_images.shape != queries.shape or top_masks.shape != queries.shape:
+        raise ValueError(
+            f"canvas halves differ: {tuple(top_images.shape)}, {tuple(top_masks.shape)}, "
+            f"{tuple(queries.shape)}"
+        )
+    return torch.cat([top_images, queries], dim=2), torch.cat([top_masks, top_masks], dim=2)
+
+
+def paint_to_labels(
+    paint: np.ndarray,
+    palette: np.ndarray,
+    ids: Sequence[int],
+    size: Sequence[int],
+    mode: str = "bilinear",
+    bg_threshold: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decode one painted query half at an image's size: resize the paint, then decode colours.
+
+    Args:
+        paint: ``[h, w, 3]`` float RGB 0..255 (one item of :func:`paint_from_half`).
+        palette: ``[K + 1, 3]`` colours the prompt was painted in (row 0 = background).
+        ids: the K ids of palette rows 1..K (``ids[k - 1]`` for compact label k).
+        size: ``(H, W)`` to decode at (:func:`resize_paint`).
+        mode: ``bilinear`` or ``nearest`` (the official resize).
+        bg_threshold: see :func:`painter_seg.codec.palette.decode_paint`.
+
+    Returns:
+        ``(labels, paint, scores)``: ``[H, W]`` int64 ids (0 = background), the resized
+        ``[H, W, 3]`` float32 paint and ``[H, W]`` float32 scores in [0, 1].
+    """
+    paint = resize_paint(paint, size, mode=mode)
+    compact, scores = decode_paint(paint, palette, bg_threshold=bg_threshold)
+    labels = expand_labels(compact, ids).astype(np.int64)
+    return labels, paint, scores.astype(np.float32)

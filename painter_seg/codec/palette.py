@@ -327,3 +327,28 @@ def expand_labels(compact: Any, ids: Any) -> np.ndarray:
             f"but only {len(table) - 1} ids given"
         )
     return table[compact]
+
+
+def labels_to_compact(labels: Any, ids: Any) -> np.ndarray:
+    """Compact labels for a given id list: ``ids[k - 1]`` -> k, every other id -> 0 (background).
+
+    The id lookup of prompts and training masks whose classes are fixed in advance (ids absent from
+    ``ids``, e.g. an ignore id, become background). :func:`expand_labels` maps back.
+
+    Args:
+        labels: ``[H, W]`` integer (or bool) ids.
+        ids: ``[K]`` distinct ids >= 1.
+
+    Returns:
+        ``[H, W]`` int64 in ``0..K``.
+    """
+    labels = np.asarray(labels)
+    if labels.dtype == bool:
+        labels = labels.astype(np.int64)
+    ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+    if ids.size and (ids.min() < 1 or len(np.unique(ids)) != len(ids)):
+        raise ValueError(f"ids must be distinct and >= 1, got {ids.tolist()}")
+    hi = max(int(labels.max(initial=0)), int(ids.max(initial=0)))
+    lut = np.zeros(hi + 1, dtype=np.int64)
+    lut[ids] = np.arange(1, len(ids) + 1)
+    return lut[np.clip(labels, 0, hi)]

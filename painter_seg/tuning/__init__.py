@@ -1,7 +1,24 @@
-"""Prompt tuning: learn a prompt pair for a frozen model from labelled images of one scene."""
+"""Prompt tuning: learn a prompt pair for a frozen model from labelled images of one scene.
+
+* :mod:`~painter_seg.tuning.artifact`: :class:`TunedPrompt`, the learned prompt on disk;
+* :mod:`~painter_seg.tuning.tuner`: :class:`PromptTuner` and its :class:`TuneConfig`;
+* :mod:`~painter_seg.tuning.scene`: the scene's labelled images, their split and held-out scoring.
+"""
 from __future__ import annotations
 
-from ..strategies.tuned import TunedPrompt
-from .prompt_tuner import TUNE_RECIPE, PromptTuner, TuneConfig, score_pairs, split_pairs
+from .artifact import TunedPrompt
+from .scene import Scene, load_scene, score_labels, score_pairs, split_pairs, synthetic_scene
+from .tuner import TUNE_RECIPE, PromptTuner, TuneConfig
 
-__all__ = ["TUNE_RECIPE", "PromptTuner", "TuneConfig", "TunedPrompt", "score_pairs", "split_pairs"]
+__all__ = [
+    "TUNE_RECIPE",
+    "PromptTuner",
+    "Scene",
+    "TuneConfig",
+    "TunedPrompt",
+    "load_scene",
+    "score_labels",
+    "score_pairs",
+    "split_pairs",
+    "synthetic_scene",
+]

@@ -1,0 +1,501 @@
+"""Prompt tuning (SegGPT paper 4.2, "in-context tuning"): learn a prompt pair for a frozen model.
+
+The model is frozen; the only trainable tensors are a prompt image and a prompt mask of the
+model's prompt-half size. They are learned from labelled images of one scene or one fixed set of
+classes with the training loss of SegGPT (masked smooth-L1 on the query half), then used like an
+example pair (``build_strategy("tuned", model, prompt)``). Several classes are taught at once:
+class k of the masks is painted in colour k of the fixed palette
+(:func:`~painter_seg.codec.palette.build_palette`).
+
+    tuner = PromptTuner(model, TuneConfig(steps=300, init="mean"))
+    prompt = tuner.fit(pairs)            # [(uint8 RGB [H, W, 3], int ids [H, W]), ...]
+    prompt.save("scene.safetensors")
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..checkpoint import weights_fingerprint
+from ..codec.canvas import (
+    canvas_tensors,
+    labels_to_tensor,
+    normalize_tensor,
+    paint_to_labels,
+    resize_color_mask,
+    resize_image,
+    resize_labels,
+    rgb01_to_tensor,
+)
+from ..codec.palette import build_palette, labels_to_colors, labels_to_compact
+from ..codec.seg_type import SegType
+from ..data.in_context import InContextRecipe, augment_view
+from ..errors import InputError
+from ..model import SegGPT
+from ..model.loss import masked_smooth_l1
+from ..strategies import build_strategy
+from ..utils.runtime import autocast, resolve_precision
+from ..utils.schedule import build_scheduler
+from .artifact import TunedPrompt
+from .scene import LabeledImage, score_labels, split_pairs
+
+INITS = ("pair", "mean", "random")
+OPTIMIZERS = ("adam", "adamw")
+
+# Paired augmentation for one scene: milder crops than training (the scene's layout is the signal),
+# no mix-context, no label subsets.
+TUNE_RECIPE = InContextRecipe(scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3), hflip_p=0.5, jitter_p=0.5,
+                              brightness=0.3, contrast=0.3, saturation=0.3, mix_context_p=0.0,
+                              same_image_p=0.0, label_subset_p=0.0)
+
+
+@dataclass
+class TuneConfig:
+    """Knobs of :class:`PromptTuner`: the one home of the tuning keys (``conf/tune_prompt.yaml``
+    lists the same keys with the same defaults at its top level; a test keeps them equal).
+
+    Attributes:
+        steps: optimiser steps (at most; early stopping may end sooner).
+        batch_size: (image, mask) pairs per step, each one query under the same prompt.
+        lr: peak learning rate. The prompt lives in ImageNet-normalised pixel space (about
+            -2..2.6), so a step moves each pixel by about ``lr``.
+        optimizer: ``adamw`` or ``adam``.
+        weight_decay: AdamW decay (pulls the prompt towards grey).
+        warmup_steps: linear warm-up, then cosine decay to ``min_lr_ratio * lr``
+            (:func:`painter_seg.utils.schedule.warmup_cosine`).
+        min_lr_ratio: the final learning rate as a share of ``lr``.
+        beta: smooth-L1 transition point. The official SegGPT uses 0.01 (~L1); for our small
+            models trained from scratch the L1-like loss settles on painting everything
+            background, while an L2-like loss (large beta) keeps the gradient proportional to the
+            error: 100 by default. With the official ViT-L weights 0.01 works too.
+        init: ``pair`` (the training pair ``init_index``), ``mean`` (the mean of the training
+            pairs, images and colour masks) or ``random`` (uniform pixels).
+        init_index: which training pair ``init="pair"`` starts from.
+        train_image: learn the prompt image.
+        train_mask: learn the prompt mask.
+        clamp: keep the prompt inside the valid pixel range [0, 1] after each step.
+        augment: paired augmentation of the training pairs (crop, flip, colour jitter), or None.
+        val_fraction: share of the pairs held out for validation when no validation pairs are
+            given (only with >= 3 pairs; at least one pair stays for training). 0 = none.
+        val_every: steps between validations (mIoU of the current prompt on the held-out pairs).
+        patience: validations without improvement before stopping (0 = never stop early). With
+            validation, the best prompt seen is the one returned.
+        precision: ``auto`` (:func:`~painter_seg.utils.runtime.resolve_precision`), ``fp32``,
+            ``bf16``, ``fp16``.
+        ignore_index: mask id that is neither background nor a class (no loss there), or None.
+        max_pairs_init: at most this many pairs are averaged for ``init="mean"``.
+        seed: drives the batch order, augmentation, validation split and random init.
+    """
+
+    steps: int = 300
+    batch_size: int = 4
+    lr: float = 0.05
+    optimizer: str = "adamw"
+    weight_decay: float = 0.0
+    warmup_steps: int = 10
+    min_lr_ratio: float = 0.1
+    beta: float = 100.0
+    init: str = "mean"
+    init_index: int = 0
+    train_image: bool = True
+    train_mask: bool = True
+    clamp: bool = True
+    augment: InContextRecipe | None = field(
+        default_factory=lambda: dataclasses.replace(TUNE_RECIPE))
+    val_fraction: float = 0.2
+    val_every: int = 25
+    patience: int = 4
+    precision: str = "auto"
+    ignore_index: int | None = 255
+    max_pairs_init: int = 32
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1:
+            raise InputError(f"steps={self.steps}, batch_size={self.batch_size}: both must be >= 1")
+        if self.warmup_steps < 0:
+            raise InputError(f"warmup_steps={self.warmup_steps}: expected >= 0")
+        if self.init not in INITS:
+            raise InputError(f"init={self.init}: expected one of {', '.join(INITS)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise InputError(f"optimizer={self.optimizer}: expected one of {', '.join(OPTIMIZERS)}")
+        if not self.lr > 0 or not self.beta > 0:
+            raise InputError(f"lr={self.lr}, beta={self.beta}: both must be > 0")
+        if not 0 <= self.val_fraction < 1:
+            raise InputError(f"val_fraction={self.val_fraction}: expected 0 <= val_fraction < 1")
+        if self.val_every < 1 or self.patience < 0:
+            raise InputError(f"val_every={self.val_every}, patience={self.patience}: expected "
+                             ">= 1, >= 0")
+        if not (self.train_image or self.train_mask):
+            raise InputError("train_image and train_mask are both false: nothing to tune")
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        """The field names, in order: the tuning keys of ``conf/tune_prompt.yaml``."""
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, cfg: Mapping[str, Any], ignore_unknown: bool = False) -> TuneConfig:
+        """A config from a mapping of field values; ``augment`` may be a mapping of
+        :class:`InContextRecipe` fields over :data:`TUNE_RECIPE`, ``true``, or null / false for
+        none. Unknown keys are an error unless ``ignore_unknown`` (e.g. a whole job config)."""
+        names = cls.field_names()
+        unknown = sorted(set(cfg) - set(names))
+        if unknown and not ignore_unknown:
+            raise InputError(f"unknown tuning keys {unknown}; known: {', '.join(sorted(names))}")
+        vals = {k: cfg[k] for k in names if k in cfg}
+        if "augment" in vals:
+            aug = vals["augment"]
+            vals["augment"] = (None if aug in (None, False) else
+                               InContextRecipe.from_dict(dict(aug) if aug is not True else {},
+                                                         TUNE_RECIPE))
+        return cls(**vals)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able field values (``augment`` as a mapping)."""
+        return {k: (dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v)
+                for k, v in ((f.name, getattr(self, f.name)) for f in dataclasses.fields(self))}
+
+
+def _shrink(pair: LabeledImage, short_side: int) -> LabeledImage:
+    """Downscale a pair so that its shorter side is at most ``short_side`` (cheap augmentation)."""
+    img, lab = np.asarray(pair[0]), np.asarray(pair[1])
+    h, w = lab.shape
+    if min(h, w) <= short_side:
+        return img, lab
+    s = short_side / min(h, w)
+    size = (max(1, round(h * s)), max(1, round(w * s)))
+    return cv2.resize(img, size[::-1], interpolation=cv2.INTER_AREA), resize_labels(lab, size)
+
+
+def _checked_pairs(pairs: Sequence[LabeledImage]) -> list[LabeledImage]:
+    out = [(np.asarray(i), np.asarray(m, dtype=np.int64)) for i, m in pairs]
+    if not out:
+        raise InputError("prompt tuning needs at least one labelled image")
+    for k, (img, lab) in enumerate(out):
+        if (img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8
+                or img.shape[:2] != lab.shape):
+            raise InputError(f"pair {k}: expected a uint8 [H, W, 3] image and an [H, W] mask of "
+                             f"the same size, got {img.shape} {img.dtype} and {lab.shape}")
+    return out
+
+
+def _classes(pairs: Sequence[LabeledImage], class_ids: Sequence[int] | None,
+             class_names: Sequence[str] | None, ignore_index: int | None
+             ) -> tuple[list[int], list[str]]:
+    """The class ids (default: every nonzero id of the masks but ``ignore_index``) and names."""
+    if class_ids is None:
+        found = np.unique(np.concatenate([np.unique(lab) for _, lab in pairs]))
+        class_ids = [int(i) for i in found if i != 0 and i != ignore_index]
+    ids = [int(i) for i in class_ids]
+    if not ids:
+        raise InputError("the training masks hold no class (every pixel is background)")
+    if min(ids) < 1 or max(ids) > 255 or len(set(ids)) != len(ids):
+        raise InputError(f"class ids must be distinct and in 1..255, got {ids}")
+    names = [f"class_{i}" for i in ids] if class_names is None else [str(n) for n in class_names]
+    if len(names) != len(ids):
+        raise InputError(f"{len(names)} class names for {len(ids)} classes {ids}")
+    return ids, names
+
+
+@contextlib.contextmanager
+def frozen(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """``requires_grad_(False)`` and eval mode inside the block; each parameter's flag and the mode
+    are put back afterwards."""
+    flags = [p.requires_grad for p in model.parameters()]
+    was_training = model.training
+    model.requires_grad_(False)
+    model.eval()
+    try:
+        yield model
+    finally:
+        for p, f in zip(model.parameters(), flags):
+            p.requires_grad_(f)
+        model.train(was_training)
+
+
+class _Validator:
+    """Held-out mIoU of the prompt being learned: a copy of it in the ``tuned`` strategy, decoded
+    at each image's size (:func:`~painter_seg.codec.paint_to_labels`), scored per class."""
+
+    def __init__(self, model: SegGPT, snapshot: TunedPrompt, pairs: Sequence[LabeledImage],
+                 precision: str, ignore_index: int | None) -> None:
+        self.strategy = build_strategy("tuned", model)
+        self.snapshot, self.pairs = snapshot, list(pairs)
+        self.precision, self.ignore_index = precision, ignore_index
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> float:
+        """mIoU with the prompt ``(image, mask)``, each ``[1, 3, h, w]``."""
+        p = self.snapshot
+        p.image.copy_(image.detach()[0].cpu())
+        p.mask.copy_(mask.detach()[0].cpu())
+        self.strategy.set_prompts(tuned=p)
+        paints = self.strategy.paint([img for img, _ in self.pairs], self.precision)
+        preds = [paint_to_labels(paint, p.palette, p.class_ids, img.shape[:2])[0]
+                 for paint, (img, _) in zip(paints, self.pairs)]
+        scores = score_labels(preds, [lab for _, lab in self.pairs], p.class_ids,
+                              self.ignore_index)
+        return float(scores["mIoU"])
+
+
+@dataclass
+class _Progress:
+    """The training loop's record: the best validated prompt (step 0 = the initial prompt) and the
+    early-stopping count."""
+
+    best_miou: float = -1.0
+    best_step: int = -1
+    best: tuple[torch.Tensor, torch.Tensor] | None = None
+    bad: int = 0
+    stopped_early: bool = False
+    last_loss: float = float("nan")
+
+    def start(self, miou: float, image: torch.Tensor, mask: torch.Tensor) -> None:
+        """The initial prompt ``[3, h, w]`` and its validation: the best so far (step 0)."""
+        self.best_miou, self.best_step, self.best = miou, 0, (image, mask)
+
+    def validated(self, miou: float, step: int, image: torch.Tensor, mask: torch.Tensor) -> None:
+        if miou > self.best_miou + 1e-4:
+            self.best_miou, self.best_step, self.bad = miou, step, 0
+            self.best = (image.detach()[0].cpu().clone(), mask.detach()[0].cpu().clone())
+        else:
+            self.bad += 1
+
+
+class PromptTuner:
+    """Learn a prompt pair for a frozen :class:`SegGPT` from labelled images of one scene.
+
+    Args:
+        model: the network. It is frozen during :meth:`fit` (``requires_grad_(False)``, eval mode)
+            and put back as it was afterwards; its weights are never written.
+        config: :class:`TuneConfig` (defaults if None).
+
+    After :meth:`fit`, ``image`` / ``mask`` are the learned ``[1, 3, h, w]`` parameters and
+    ``history`` holds ``{"step", "loss", "lr"}`` per step and ``{"step", "val_miou"}`` per
+    validation.
+    """
+
+    def __init__(self, model: SegGPT, config: TuneConfig | None = None) -> None:
+        self.model = model
+        self.config = config or TuneConfig()
+        self.image: torch.nn.Parameter | None = None
+        self.mask: torch.nn.Parameter | None = None
+        self.history: list[dict[str, float]] = []
+
+    @property
+    def half_size(self) -> tuple[int, int]:
+        return self.model.half_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # ------------------------------------------------------------------ prompt encoding
+    def initial_prompt(self, pairs: Sequence[LabeledImage], class_ids: Sequence[int],
+                       palette: np.ndarray, init_pair: LabeledImage | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The starting prompt ``(image, mask)``, each ``[3, h, w]`` normalised (see
+        ``TuneConfig.init``; ``init_pair`` replaces ``pairs[init_index]`` for ``init="pair"``)."""
+        cfg, (h, w) = self.config, self.half_size
+        if cfg.init == "random":
+            g = torch.Generator().manual_seed(cfg.seed)
+            img, mask = torch.rand(2, h, w, 3, generator=g).numpy()
+        else:
+            if cfg.init == "pair" and init_pair is not None:
+                chosen = [init_pair]
+            elif cfg.init == "pair":
+                if not 0 <= cfg.init_index < len(pairs):
+                    raise InputError(f"init_index={cfg.init_index}: expected 0..{len(pairs) - 1} "
+                                     "(the training pairs)")
+                chosen = [pairs[cfg.init_index]]
+            else:
+                chosen = list(pairs[: cfg.max_pairs_init])
+            img = np.mean([resize_image(np.asarray(p[0]), (h, w)) for p in chosen], axis=0)
+            mask = np.mean([resize_color_mask(labels_to_colors(
+                labels_to_compact(p[1], class_ids), palette), (h, w)) for p in chosen], axis=0)
+        return rgb01_to_tensor(img).contiguous(), rgb01_to_tensor(mask).contiguous()
+
+    def _batch(self, rng: np.random.Generator, pairs: Sequence[LabeledImage], idx: Sequence[int],
+               class_ids: Sequence[int], palette: np.ndarray
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries ``[B, 3, h, w]``, their true colour masks ``[B, 3, h, w]`` (both normalised) and
+        the loss weight ``[B, 1, h, w]`` (0 on ``ignore_index``)."""
+        cfg, size = self.config, self.half_size
+        imgs, labs = [], []
+        for i in idx:
+            img, lab = pairs[i]
+            if cfg.augment is not None:
+                x, lab = augment_view(rng, (img, lab), size, cfg.augment)
+                x = x.transpose(1, 2, 0)
+            else:
+                x, lab = resize_image(img, size), resize_labels(lab, size)
+            imgs.append(x)
+            labs.append(lab)
+        valid = np.stack([np.ones(lab.shape, np.float32) if cfg.ignore_index is None else
+                          (lab != cfg.ignore_index).astype(np.float32) for lab in labs])[..., None]
+        truth = labels_to_tensor([labels_to_compact(lab, class_ids) for lab in labs], palette, size)
+        return (rgb01_to_tensor(np.stack(imgs)), truth,
+                torch.from_numpy(valid.transpose(0, 3, 1, 2)))  # [B, 1, h, w]
+
+    # ------------------------------------------------------------------ training
+    def loss(self, queries: torch.Tensor, truth: torch.Tensor, valid: torch.Tensor, seg_type: int,
+             precision: str = "fp32") -> torch.Tensor:
+        """Masked smooth-L1 of the model painting ``queries`` under the current prompt
+        (differentiable in the prompt). Inputs as returned by the batch builder, on the model's
+        device."""
+        assert self.image is not None and self.mask is not None
+        b = queries.shape[0]
+        imgs, tgts = canvas_tensors(self.image.expand(b, -1, -1, -1),
+                                    self.mask.expand(b, -1, -1, -1), queries)
+        qmask = self.model.query_mask(queries.device)
+        st = torch.full((b,), int(seg_type), device=queries.device)
+        with autocast(queries.device, precision):
+            pred = self.model(imgs, tgts, qmask, st)
+        target = torch.cat([torch.zeros_like(truth), truth], dim=2)  # only the query half is scored
+        weight = torch.cat([torch.ones_like(valid), valid], dim=2)
+        return masked_smooth_l1(pred.float(), target, qmask, self.model.patch_size, weight,
+                                beta=self.config.beta)
+
+    def fit(
+        self,
+        pairs: Sequence[LabeledImage],
+        val_pairs: Sequence[LabeledImage] | None = None,
+        *,
+        seg_type: SegType | str | int = SegType.SEMANTIC,
+        class_ids: Sequence[int] | None = None,
+        class_names: Sequence[str] | None = None,
+        progress: bool = True,
+        init_pair: LabeledImage | None = None,
+    ) -> TunedPrompt:
+        """Learn the prompt.
+
+        Args:
+            pairs: labelled images ``(uint8 [H, W, 3] RGB, int [H, W] ids)``, any sizes;
+                0 = background.
+            val_pairs: held-out pairs for validation and early stopping (default:
+                ``config.val_fraction`` of ``pairs``, or none).
+            seg_type: semantic or instance (:meth:`SegType.parse`).
+            class_ids: the class ids, in palette order (default: every nonzero id found in
+                ``pairs`` except ``ignore_index``, sorted). Other ids count as background.
+            class_names: one name per class (default ``class_<id>``).
+            progress: show a progress bar.
+            init_pair: with ``init="pair"``, start from this pair (e.g. the best single example
+                pair, chosen elsewhere) instead of ``pairs[init_index]``.
+
+        Returns:
+            The :class:`TunedPrompt` (best validated prompt when validating, else the last one).
+        """
+        cfg = self.config
+        pairs = _checked_pairs(pairs)
+        if val_pairs is None and cfg.val_fraction > 0 and len(pairs) >= 3:
+            tr, va = split_pairs(len(pairs), cfg.val_fraction, cfg.seed)
+            pairs, val_pairs = [pairs[i] for i in tr], [pairs[i] for i in va]
+        val_pairs = list(val_pairs or [])
+        ids, names = _classes(pairs, class_ids, class_names, cfg.ignore_index)
+        palette = build_palette(len(ids))
+        side = 2 * max(self.half_size)
+        pairs = [_shrink(p, side) for p in pairs]
+        if init_pair is not None:
+            init_pair = _shrink(_checked_pairs([init_pair])[0], side)
+        img0, mask0 = self.initial_prompt(pairs, ids, palette, init_pair)
+        snapshot = TunedPrompt(img0.clone(), mask0.clone(), palette, ids, names, seg_type,
+                               str(getattr(self.model, "config_name", type(self.model).__name__)),
+                               weights_fingerprint(self.model))
+        precision = resolve_precision(cfg.precision, self.device)
+        t0 = time.perf_counter()
+        run = self._train(pairs, val_pairs, snapshot, precision, progress)
+        if val_pairs:
+            image, mask = run.best
+        else:
+            image, mask = self.image.detach()[0].cpu().clone(), self.mask.detach()[0].cpu().clone()
+        summary = {
+            "steps": sum(1 for r in self.history if "loss" in r), "max_steps": cfg.steps,
+            "stopped_early": run.stopped_early, "final_loss": run.last_loss,
+            "train_pairs": len(pairs), "val_pairs": len(val_pairs),
+            "best_val_miou": run.best_miou if val_pairs else None,
+            "best_step": run.best_step if val_pairs else None,
+            "seconds": round(time.perf_counter() - t0, 2), "device": str(self.device),
+            "precision": precision, "config": cfg.to_dict(),
+        }
+        return dataclasses.replace(snapshot, image=image, mask=mask, summary=summary)
+
+    def _optimizer(self, img0: torch.Tensor, mask0: torch.Tensor
+                   ) -> tuple[list[torch.nn.Parameter], torch.optim.Optimizer, Any]:
+        """Fresh parameters ``image`` / ``mask`` ``[1, 3, h, w]`` from the initial prompt, the
+        optimiser over the trainable ones and its warm-up + cosine schedule."""
+        cfg, device = self.config, self.device
+        # copies: on CPU .to() would alias img0 / mask0, which must stay the initial prompt
+        self.image = torch.nn.Parameter(img0[None].clone().to(device),
+                                        requires_grad=cfg.train_image)
+        self.mask = torch.nn.Parameter(mask0[None].clone().to(device), requires_grad=cfg.train_mask)
+        params = [p for p in (self.image, self.mask) if p.requires_grad]
+        opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+        # eps far below the default 1e-8: a prompt pixel's gradient is tiny (the loss is a mean over
+        # ~1e5 pixels, divided by beta), about 1e-11 for a small model, and the default eps would
+        # swallow it
+        opt = opt_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay, eps=1e-15)
+        return params, opt, build_scheduler(opt, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio)
+
+    def _train(self, pairs: list[LabeledImage], val_pairs: list[LabeledImage],
+               snapshot: TunedPrompt, precision: str, progress: bool) -> _Progress:
+        """The optimisation loop (model frozen), validating every ``val_every`` steps."""
+        cfg = self.config
+        snapshot_init = (snapshot.image.clone(), snapshot.mask.clone())  # validate() overwrites it
+        params, opt, sched = self._optimizer(*snapshot_init)
+        validate = _Validator(self.model, snapshot, val_pairs, precision, cfg.ignore_index)
+        # the valid pixel range [0, 1] in normalised space
+        lo = normalize_tensor(torch.zeros(1, 3, 1, 1, device=self.device))
+        hi = normalize_tensor(torch.ones(1, 3, 1, 1, device=self.device))
+        rng, order, run = np.random.default_rng(cfg.seed), [], _Progress()
+        self.history = []
+        bar = tqdm(total=cfg.steps, desc="tune prompt", unit="step", disable=not progress)
+        with frozen(self.model):
+            if val_pairs:
+                run.start(validate(self.image, self.mask), snapshot_init[0], snapshot_init[1])
+                self.history.append({"step": 0, "val_miou": run.best_miou})
+            for step in range(1, cfg.steps + 1):
+                while len(order) < cfg.batch_size:  # epochs of shuffled pairs
+                    order += rng.permutation(len(pairs)).tolist()
+                idx, order = order[: cfg.batch_size], order[cfg.batch_size :]
+                batch = self._batch(rng, pairs, idx, snapshot.class_ids, snapshot.palette)
+                run.last_loss = self._step(opt, sched, batch, snapshot.seg_type, precision)
+                if cfg.clamp:
+                    with torch.no_grad():
+                        for p in params:
+                            p.copy_(torch.maximum(torch.minimum(p, hi), lo))
+                self.history.append({"step": step, "loss": run.last_loss,
+                                     "lr": opt.param_groups[0]["lr"]})
+                postfix = {"loss": f"{run.last_loss:.4g}"}
+                if val_pairs and (step % cfg.val_every == 0 or step == cfg.steps):
+                    miou = validate(self.image, self.mask)
+                    self.history.append({"step": step, "val_miou": miou})
+                    run.validated(miou, step, self.image, self.mask)
+                    postfix["val_mIoU"] = f"{miou:.3f}"
+                    run.stopped_early = bool(cfg.patience) and run.bad >= cfg.patience
+                bar.update()
+                bar.set_postfix(postfix)
+                if run.stopped_early:
+                    break
+        bar.close()
+        return run
+
+    def _step(self, opt: torch.optim.Optimizer, sched: Any,
+              batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], seg_type: int,
+              precision: str) -> float:
+        """One optimiser and schedule step on a batch; returns the loss."""
+        q, truth, valid = (t.to(self.device) for t in batch)
+        opt.zero_grad(set_to_none=True)
+        loss = self.loss(q, truth, valid, int(seg_type), precision)
+        loss.backward()
+        opt.step()
+        sched.step()
+        return float(loss.detach())
