@@ -30,8 +30,8 @@ def run(cfg: DictConfig) -> int:
     """Serve ``conf/serve.yaml``'s model on ``host:port`` until interrupted; returns the exit code."""
     uvicorn, ServerSettings, create_app = _imports()
     settings = ServerSettings.from_mapping(cfg)
-    if settings.strategy not in STRATEGIES or settings.strategy == "tuned":
-        raise InputError(f"strategy={settings.strategy}: expected one of plain, spatial_ensemble, "
+    if settings.default_strategy not in STRATEGIES or settings.default_strategy == "tuned":
+        raise InputError(f"default_strategy={settings.default_strategy}: expected one of plain, spatial_ensemble, "
                          "feature_ensemble (tuned is chosen per request with a tuned prompt)")
     if not 0 < int(settings.port) < 65536:
         raise InputError(f"port={settings.port}: expected 1..65535")

@@ -196,15 +196,35 @@ def _jpeg_b64(rgb: np.ndarray) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _palette(colors: dict[int, tuple[int, int, int]], stored: np.ndarray | None) -> np.ndarray:
-    """256 x 3 palette: the uploaded mask's own colours where it had them, else the painted colours."""
+def _palette(colors: dict[int, tuple[int, int, int]], stored: np.ndarray | None,
+             asked: dict[int, tuple[int, int, int]] | None = None) -> np.ndarray:
+    """256 x 3 palette of the returned masks and overlays: the colours the client asked for, else the
+    uploaded mask's own colours where it had them, else the colours the ids were painted with."""
     pal = np.zeros((256, 3), np.uint8)
     for i, c in colors.items():
         pal[i] = c
     if stored is not None:
         own = stored[:256].any(axis=1)
         pal[: len(stored)][own] = stored[:256][own]
+    for i, c in (asked or {}).items():
+        pal[i] = c
     return pal
+
+
+def _colors(text: str | None) -> dict[int, tuple[int, int, int]]:
+    """``colors`` as JSON ``{"1": [r, g, b]}`` (ids 1..255, channels 0..255)."""
+    import json
+
+    if not text:
+        return {}
+    try:
+        out = {int(k): tuple(int(c) for c in v) for k, v in json.loads(text).items()}
+    except (ValueError, TypeError, AttributeError):
+        out = None
+    if out is None or any(not 0 < k < 256 or len(c) != 3 or not all(0 <= x < 256 for x in c)
+                          for k, c in out.items()):
+        raise ApiError(400, 'colors: expected a JSON object {"1": [r, g, b]} with ids 1..255')
+    return out
 
 
 def _class_names(text: str | None, tuned: TunedPrompt | None) -> dict[int, str]:
@@ -235,13 +255,13 @@ def _parse_choices(strategy: str | None, seg_type: str | None, tuned: str | None
         tuned_prompt = state.tuned.get(tuned)
         if tuned_prompt is None:
             raise ApiError(404, f"tuned={tuned}: no such tuned prompt (POST /api/tuned first)")
-    strategy = strategy or ("tuned" if tuned_prompt is not None else state.settings.strategy)
+    strategy = strategy or ("tuned" if tuned_prompt is not None else state.settings.default_strategy)
     if strategy not in STRATEGIES:
         raise ApiError(400, f"strategy={strategy}: unknown; available: {', '.join(sorted(STRATEGIES))}")
     if strategy == "tuned" and tuned_prompt is None:
         raise ApiError(400, "strategy=tuned needs tuned=<id> (upload one with POST /api/tuned)")
     try:
-        seg = str(SegType.parse(seg_type or state.settings.seg_type))
+        seg = str(SegType.parse(seg_type or state.settings.default_seg_type))
     except InputError as e:
         raise ApiError(400, str(e)) from None
     return strategy, seg, tuned_prompt
@@ -388,8 +408,8 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
             "model": state.model_name, "half_size": list(m.half_size),
             "parameters": int(sum(p.numel() for p in m.parameters())),
             "device": str(state.service.device), "precision": state.service.precision,
-            "torch": torch.__version__, "strategies": strategy_info(), "default_strategy": s.strategy,
-            "seg_types": ["semantic", "instance"], "default_seg_type": s.seg_type,
+            "torch": torch.__version__, "strategies": strategy_info(), "default_strategy": s.default_strategy,
+            "seg_types": ["semantic", "instance"], "default_seg_type": s.default_seg_type,
             "export_formats": ["masks", *[f for f in EXPORT_FORMATS if f != "none"]],
             "limits": {"max_upload_mb": s.max_upload_mb, "max_video_mb": s.max_video_mb,
                        "max_pixels": s.max_pixels, "max_targets": s.max_targets,
@@ -410,6 +430,7 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
         class_names: Annotated[str | None, Form(description='{"1": "cat"} or "cat,dog"')] = None,
         overlay: Annotated[bool, Form(description="add a JPEG overlay per target")] = False,
         mask_mode: Annotated[str, Form(description="auto | ids (grey values are ids) | binary")] = "auto",
+        colors: Annotated[str | None, Form(description='colours of the ids: {"1": [255, 0, 0]}')] = None,
     ):
         """Segment every ``target`` like the example pairs; one result per target, in order."""
         strategy, seg, tuned_p = _parse_choices(strategy, seg_type, tuned, state)
@@ -418,7 +439,7 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
             state, prompt_image or [], prompt_mask or [], target or [], tuned_p, mask_mode)
         req = SegmentRequest(p_imgs, p_masks, p_names, t_imgs, strategy, seg, tuned_p, tuned)
         preds = wait(state.service.submit(req), s.request_timeout)
-        palette = _palette(preds[0].colors, stored)
+        palette = _palette(preds[0].colors, stored, _colors(colors))
         results, items = [], []
         for name, stem, img, pred in zip(t_names, _stems(t_names), t_imgs, preds):
             areas, scores = pred.areas(), pred.mean_scores()
@@ -487,6 +508,8 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
                 state.service.call(lambda m: prompt.check(m, name), timeout=s.request_timeout)
             except InputError as e:
                 raise ApiError(400, str(e).replace(f.name, name)) from None
+            except ApiError:
+                raise
             except Exception as e:  # noqa: BLE001 - a corrupt file raises whatever safetensors raises
                 raise ApiError(400, f"{name}: not a tuned prompt ({type(e).__name__})") from None
         tid = secrets.token_hex(8)

@@ -14,8 +14,8 @@ class ServerSettings:
         port: TCP port.
         token: when set, every ``/api`` request must carry ``Authorization: Bearer <token>`` (or
             ``X-Token``); ``/health``, the UI's static files and the docs stay open.
-        strategy: strategy used when a request names none.
-        seg_type: ``semantic`` | ``instance`` when a request names none.
+        default_strategy: strategy used when a request names none.
+        default_seg_type: ``semantic`` | ``instance`` when a request names none.
         precision: autocast precision of every forward (``auto`` resolved per device).
         batch_size: queries per forward (targets of one request, or of queued requests with the same
             prompts, are batched up to this where the strategy allows).
@@ -37,8 +37,8 @@ class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8000
     token: str | None = None
-    strategy: str = "plain"
-    seg_type: str = "semantic"
+    default_strategy: str = "plain"
+    default_seg_type: str = "semantic"
     precision: str = "auto"
     batch_size: int = 4
     max_upload_mb: float = 32.0
