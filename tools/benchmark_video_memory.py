@@ -14,6 +14,7 @@ the same to ``--output`` as JSON. Speed is not the point: keep frames small.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import multiprocessing as mp
 import sys
@@ -61,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--frames", type=int, default=500)
     ap.add_argument("--size", type=int, default=128, help="frame height and width in pixels")
-    ap.add_argument("--context-frames", type=int, default=8, help="K, the FIFO length")
+    ap.add_argument("--context-frames", type=int, default=None,
+                    help="K, the memory length (default: the model config's video.context_frames)")
     ap.add_argument("--model", default="seggpt_tiny")
     ap.add_argument("--checkpoint", default=None, help="weights (default: random init)")
     ap.add_argument("--overrides", nargs="*", default=[], help="model config dot-list, e.g. net.depth=2")
@@ -110,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                       flush=True)
         secs = time.perf_counter() - t0
         print(file=sys.stderr)
-        fifo = len(state.recent)
+        fifo = len(state.recent) + sum(len(t.memory) for t in state.tracks.values())
 
     at = dict(samples)
     marks = [m for m in checkpoints(args.frames) if m in at]
@@ -120,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "model": args.model, "overrides": args.overrides, "checkpoint": args.checkpoint, "device": args.device,
         "threads": args.threads,
-        "frames": args.frames, "size": [args.size, args.size], "context_frames": args.context_frames,
+        "frames": args.frames, "size": [args.size, args.size], "context_frames": prop.context_frames,
+        "settings": dataclasses.asdict(prop.settings),
         "fifo_length_at_end": fifo, "seconds": round(secs, 1),
         "rss_mib_at_start": round(samples[0][1], 1),
         "rss_mib": {str(m): round(at[m], 1) for m in marks},
@@ -128,12 +131,12 @@ def main(argv: list[str] | None = None) -> int:
         "slope_mib_per_100_frames_after_warmup": round(slope, 3), "warmup_frames": args.warmup,
         "samples": [[f, round(r, 2)] for f, r in samples],
     }
-    print(f"{args.model}, K={args.context_frames}, {args.size}x{args.size}, {args.frames} frames, "
+    print(f"{args.model} ({prop.settings.decode}), K={prop.context_frames}, {args.size}x{args.size}, {args.frames} frames, "
           f"{secs:.0f} s; RSS before propagating {samples[0][1]:.1f} MiB")
     print(f"{'frame':>6}  {'RSS MiB':>8}")
     for m in marks:
         print(f"{m:>6}  {at[m]:>8.1f}")
-    print(f"slope after frame {args.warmup}: {slope:+.3f} MiB per 100 frames; FIFO length {fifo}")
+    print(f"slope after frame {args.warmup}: {slope:+.3f} MiB per 100 frames; memory length {fifo}")
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n")

@@ -95,6 +95,8 @@ class VideoSettings:
         fg_threshold: per_object: fused score from which a pixel is the object's (in [0, 1]).
         bg_threshold: joint: foreground pixels whose colour score is below this become background.
         gate_iou: memory gate (see ``memory``).
+        min_keep: with flow, the warped prior stands in for the fused mask when that keeps at most this share
+            of the prior's area (0: only when the prediction vanished).
         redetect_area: a lost object found again on the full frame is accepted when its area is within this
             factor of its annotated area (both ways).
     """
@@ -112,6 +114,7 @@ class VideoSettings:
     bg_threshold: float = 0.0
     gate_iou: float = 0.7
     redetect_area: float = 4.0
+    min_keep: float = 0.0
 
     def __post_init__(self) -> None:
         if self.decode not in ("joint", "per_object"):
@@ -448,7 +451,8 @@ class VideoPropagator:
         if s.flow:
             score = s.model_weight * score + (1.0 - s.model_weight) * prior
             score[~_gate_mask(prior, s.gate)] = 0.0
-            if not (score > s.fg_threshold).any():  # the prediction vanished: keep the warped mask
+            kept = int((score > s.fg_threshold).sum())
+            if kept <= s.min_keep * int((prior > 0.5).sum()):  # the prediction vanished or collapsed
                 score = prior
         return score
 

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from ..apps.video import VideoPropagator, VideoSettings, object_colors
 from ..build import build_model
-from ..codec import SegType
+from ..codec import SegType, resize_labels
 from ..errors import InputError
 from ..io.files import atomic_path, ensure_output_dir
 from ..io.images import overlay
@@ -62,12 +62,37 @@ def _warn(msg: str) -> None:
     print(f"warning: {msg}", file=sys.stderr, flush=True)
 
 
+def _later_masks(prop: VideoPropagator, state, frames: FrameSource, masks_dir: Path, warnings: list[str]
+                 ) -> None:
+    """Annotate the frames named by the PNGs in ``masks_dir`` (after frame 0; objects may be new). A mask one
+    or two pixels off the frame size (as DAVIS-2017 judo/00005.png) is resized nearest, with a warning."""
+    index = {n: i for i, n in enumerate(frames.names)}
+    for path in sorted(masks_dir.glob("*.png")):
+        idx = index.get(path.stem)
+        if idx is None:
+            raise InputError(f"{path}: no frame named {path.stem} in the video")
+        if idx == 0:
+            continue
+        labels = load_mask(path).labels
+        if labels.shape != tuple(frames.size):
+            if max(abs(a - b) for a, b in zip(labels.shape, frames.size)) > 2:
+                raise InputError(f"{path}: mask is {labels.shape[1]}x{labels.shape[0]} but the frames are "
+                                 f"{frames.size[1]}x{frames.size[0]}")
+            warnings.append(f"{path}: mask is {labels.shape[1]}x{labels.shape[0]}, frames "
+                            f"{frames.size[1]}x{frames.size[0]}; resized (nearest)")
+            _warn(warnings[-1])
+            labels = resize_labels(labels, frames.size)
+        prop.add_mask(state, idx, labels)
+
+
 def propagate_video(prop: VideoPropagator, video: Path, first_mask: Path, out_dir: Path,
-                    overwrite: bool = False, write_overlay: bool = True, show_progress: bool = True) -> dict:
+                    overwrite: bool = False, write_overlay: bool = True, show_progress: bool = True,
+                    masks_dir: Path | None = None) -> dict:
     """Propagate ``first_mask`` (annotating frame 0) through ``video``; write one palette PNG per frame (named
     after the frame), ``overlay.mp4`` and ``summary.json`` in ``out_dir``. Frames whose PNG already exists are
     neither predicted nor written again (resume; they are read back for the context) unless ``overwrite``.
-    Nothing is ever written into the input folder.
+    Nothing is ever written into the input folder. ``masks_dir``: later annotations (PNGs named after their
+    frames), e.g. objects that appear after frame 0.
 
     Raises:
         InputError: unusable video, frames or mask, or an output dir inside the input folder or holding the
@@ -93,6 +118,8 @@ def propagate_video(prop: VideoPropagator, video: Path, first_mask: Path, out_di
     out_dir = ensure_output_dir(out_dir)
     state = prop.init(frames)
     prop.add_mask(state, 0, mask.labels)
+    if masks_dir is not None:
+        _later_masks(prop, state, frames, Path(masks_dir), warnings)
     palette = object_colors(state.object_ids)
     if mask.palette is not None:  # keep the user's colours and ids (DAVIS convention)
         palette[: len(mask.palette)] = np.where(mask.palette.any(axis=1, keepdims=True), mask.palette,
@@ -171,7 +198,7 @@ def run(cfg: DictConfig) -> int:
     if not cfg.video or not cfg.first_mask:
         raise InputError("give video=<folder of frames | .mp4> and first_mask=<png>")
     s = propagate_video(prop, Path(cfg.video), Path(cfg.first_mask), out_root, overwrite=cfg.overwrite,
-                        write_overlay=cfg.write_overlay)
+                        write_overlay=cfg.write_overlay, masks_dir=Path(cfg.masks) if cfg.masks else None)
     print(f"{s['frames']} frames ({s['written']} written, {s['resumed']} resumed), objects {s['objects']}, "
           f"{s['fps']} frames/s -> {out_root}")
     return 0
