@@ -148,7 +148,7 @@ def test_evaluate_tool_fewshot_report_with_baselines(tmp_path):
 
 
 def test_evaluate_tool_synthetic_rows_share_heldout_episodes(tmp_path):
-    from painter_seg.evaluation.runners import HELDOUT_SEED_BASE, synthetic_episodes
+    from painter_seg.evaluation.fewshot import HELDOUT_SEED_BASE, synthetic_episodes
 
     eps = list(synthetic_episodes(3, shots=2, seed=0, size=(64, 64)))
     assert [e.name for e in eps] == ["semantic", "instance", "multiclass"]
@@ -170,3 +170,27 @@ def test_evaluate_tool_synthetic_rows_share_heldout_episodes(tmp_path):
                          capture_output=True, text=True, cwd=REPO, check=False)
     assert bad.returncode == 2 and bad.stderr.strip() == (
         "error: rows: plain@3: the plain strategy takes 1 prompt; use an ensemble")
+
+
+def test_predictor_decodes_the_paint_at_the_asked_size(tiny_model):
+    """output_size: the painted half is resized to that size and decoded there (no decode at the
+    query's size followed by a label upsampling); the default is the query's own size."""
+    from painter_seg.codec import paint_to_labels
+    from painter_seg.errors import InputError
+
+    ep = generate_episode(1, kind="multiclass", size=(96, 128))
+    (img, lab), (q, _) = ep.prompts[0], ep.query
+    seg = FewShotSegmenter(tiny_model)
+    seg.set_prompts([img], [lab])
+    small = np.ascontiguousarray(q[::2, ::2])  # a target downscaled on load
+    big = seg.predict(small, output_size=(96, 128))
+    assert big.labels.shape == big.scores.shape == (96, 128) and big.paint.shape == (96, 128, 3)
+    ref = paint_to_labels(seg.strategy.paint([small])[0], seg.palette, seg.ids, (96, 128))[0]
+    assert np.array_equal(big.labels, ref)
+    own = seg.predict(small)
+    assert own.labels.shape == (48, 64)
+    assert np.array_equal(own.labels, seg.predict(small, output_size=(48, 64)).labels)
+    batch = seg.predict_batch([small, small], output_sizes=[None, (96, 128)])
+    assert np.array_equal(batch[0].labels, own.labels) and np.array_equal(batch[1].labels, ref)
+    with pytest.raises(InputError, match="output_size"):
+        seg.predict(small, output_size=(0, 5))

@@ -4,6 +4,7 @@
     seg.set_prompts([img_a, img_b], [mask_a, mask_b])        # numpy / PIL in
     out = seg.predict(query)                                 # numpy out
     out.labels   # [H, W] int64, the prompt masks' ids, at the query's size
+    seg.predict(small, output_size=(H, W))  # decoded at (H, W), e.g. a file downscaled on load
 """
 from __future__ import annotations
 
@@ -29,9 +30,9 @@ class Prediction:
     """Result for one query image.
 
     Attributes:
-        labels: ``[H, W]`` int64 label map at the query's size; ids as in the prompt masks,
-            0 = background.
-        paint: ``[H, W, 3]`` uint8 RGB: the model's raw painted mask, resized to the query's size.
+        labels: ``[H, W]`` int64 label map at the query's size (or the ``output_size`` asked
+            for); ids as in the prompt masks, 0 = background.
+        paint: ``[H, W, 3]`` uint8 RGB: the model's raw painted mask, resized to that size.
         scores: ``[H, W]`` float32 in [0, 1]: confidence of the label chosen at each pixel.
         colors: ``{id: (r, g, b)}`` the colour each id was painted with.
     """
@@ -80,6 +81,12 @@ def _as_labels(mask) -> np.ndarray:
     if arr.max(initial=0) == 255 and np.isin(arr, (0, 255)).all():  # 0/255 binary mask
         arr = arr // 255
     return arr
+
+
+def _check_size(size) -> tuple[int, int]:
+    if len(size) != 2 or any(int(v) != v or v < 1 for v in size):
+        raise InputError(f"output_size={tuple(size)}: expected (H, W), two integers >= 1")
+    return int(size[0]), int(size[1])
 
 
 class FewShotSegmenter:
@@ -261,18 +268,34 @@ class FewShotSegmenter:
         return images_to_tensor(imgs, size), labels_to_tensor(compact, self.palette, size)
 
     # ------------------------------------------------------------------ prediction
-    def predict_batch(self, images: Sequence, batch_size: int = 4) -> list[Prediction]:
-        """Segment several query images (``[H, W, 3]`` uint8 RGB or PIL); one
-        :class:`Prediction` each, at the image's own size."""
+    def predict_batch(self, images: Sequence, batch_size: int = 4,
+                      output_sizes: Sequence[tuple[int, int] | None] | None = None
+                      ) -> list[Prediction]:
+        """Segment several query images (``[H, W, 3]`` uint8 RGB or PIL); one :class:`Prediction`
+        each.
+
+        Args:
+            images: the queries, any sizes.
+            batch_size: queries per forward.
+            output_sizes: per image, the ``(H, W)`` its paint is resized to before decoding (e.g.
+                the size of a file the query was downscaled from on load), or None for the
+                image's own size (the default for all).
+        """
         if not self.is_prompt_set:
             raise RuntimeError("FewShotSegmenter: call set_prompts(...) before predict")
         imgs = [_as_rgb(im) for im in images]
+        sizes = list(output_sizes) if output_sizes is not None else [None] * len(imgs)
+        if len(sizes) != len(imgs):
+            raise InputError(f"{len(sizes)} output sizes for {len(imgs)} images")
+        sizes = [im.shape[:2] if size is None else _check_size(size)
+                 for im, size in zip(imgs, sizes)]
         paints = self.strategy.paint(imgs, self.precision, batch_size)
-        return [self._decode(paint, im.shape[:2]) for paint, im in zip(paints, imgs)]
+        return [self._decode(paint, size) for paint, size in zip(paints, sizes)]
 
-    def predict(self, image) -> Prediction:
-        """Segment one query image; see :meth:`predict_batch`."""
-        return self.predict_batch([image])[0]
+    def predict(self, image, output_size: tuple[int, int] | None = None) -> Prediction:
+        """Segment one query image; its paint is decoded at ``output_size`` ``(H, W)`` (default:
+        the image's own size). See :meth:`predict_batch`."""
+        return self.predict_batch([image], output_sizes=[output_size])[0]
 
     def _decode(self, paint: np.ndarray, size: tuple[int, int]) -> Prediction:
         """The painted half ``[h, w, 3]`` resized to ``size`` and decoded
