@@ -191,3 +191,71 @@ def test_real_davis_sequences():
     with pytest.warns(UserWarning, match="no mask found"):  # unannotated frames are skipped
         ds = load_fewshot_folder(cutie)
     assert {k: len(v) for k, v in ds.items()} == {"bike": 1, "judo": 4}
+
+
+# ------------------------------------------------------------- training photo sets (shared/data_train)
+DATA_TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data_train"
+
+
+def test_instance_ids_from_components():
+    from painter_seg.data.in_context.real import IGNORE, instance_ids
+
+    fg = np.zeros((100, 100), bool)
+    fg[10:40, 10:40] = True  # 900 px: id 1
+    fg[60:80, 60:80] = True  # 400 px: id 2
+    fg[0, 99] = True  # 1 px: below 0.2% of the image, ignored
+    ids = instance_ids(fg)
+    assert ids[20, 20] == 1 and ids[70, 70] == 2 and ids[0, 99] == IGNORE and ids[50, 50] == 0
+    assert set(np.unique(ids)) == {0, 1, 2, IGNORE}
+
+
+@pytest.fixture(scope="module")
+def data_train() -> Path:
+    if not (DATA_TRAIN / "pascal_voc_coseg").is_dir():
+        pytest.skip("../shared/data_train is not present")
+    return DATA_TRAIN
+
+
+def test_pascal_holdout_classes_never_drawn(data_train):
+    import torch
+
+    from painter_seg.data.in_context import PASCAL_HOLDOUT, pascal_voc_coseg_dataset
+
+    train = pascal_voc_coseg_dataset(data_train / "pascal_voc_coseg", length=8, half_size=(32, 32))
+    held = pascal_voc_coseg_dataset(data_train / "pascal_voc_coseg", split="holdout", length=8,
+                                    half_size=(32, 32))
+    assert len(PASCAL_HOLDOUT) == 3 and not set(train.names) & set(PASCAL_HOLDOUT)
+    assert sorted(held.names) == sorted(PASCAL_HOLDOUT) and len(train.names) == 16
+    held_files = {p for name in PASCAL_HOLDOUT for pair in held.groups[name] for p in pair}
+    loaded = []
+    train._load = lambda pair, f=train._load: loaded.append(pair) or f(pair)  # spy on file reads
+    for i in range(8):
+        item = train[i]
+        assert all(torch.equal(item[k], train[i][k]) for k in item)  # fixed seed, same sample
+    assert loaded and not {p for pair in loaded for p in pair} & held_files
+    assert all(p[0].parent.name not in PASCAL_HOLDOUT for p in loaded)
+    with pytest.raises(InputError, match="unknown PASCAL classes"):
+        pascal_voc_coseg_dataset(data_train / "pascal_voc_coseg", holdout=["Cow"])
+
+
+def test_real_training_sets_make_samples(data_train):
+    from painter_seg.data.in_context import (
+        cihp_parts_dataset,
+        pascal_voc_coseg_dataset,
+        weizmann_horses_dataset,
+    )
+
+    inst = pascal_voc_coseg_dataset(data_train / "pascal_voc_coseg", instances=True, length=4,
+                                    half_size=(32, 32))
+    horses = weizmann_horses_dataset(data_train / "weizmann_horses", length=4, half_size=(32, 32))
+    cihp = cihp_parts_dataset(data_train / "cihp_samples", length=4, half_size=(64, 32))
+    assert inst.seg_type == 1 and inst.recipe.same_image_p == 1.0 and inst.recipe.ignore_index == 255
+    assert len(horses.groups["horse"]) == 327  # horse318 skipped
+    assert not any(p[0].stem == "horse318" for p in horses.groups["horse"])
+    assert len(cihp.groups["cihp"]) == 5 and cihp.seg_type == 0
+    img, lab = cihp._load(cihp.groups["cihp"][0])
+    assert img.shape[:2] == lab.shape and lab.max() <= 19 and len(np.unique(lab)) > 3
+    img, lab = horses._load(horses.groups["horse"][0])
+    assert img.shape[:2] == lab.shape and set(np.unique(lab)) == {0, 1}
+    for ds, h in ((inst, 32), (horses, 32), (cihp, 64)):
+        assert ds[0]["imgs"].shape == (3, 2 * h, 32)

@@ -225,6 +225,88 @@ def test_folder_dataset_on_davis(shared_data):
     assert item["imgs"].shape == (3, 96, 48) and int(item["seg_type"]) == 1
 
 
+def test_tiled_prompt_half_is_the_spatial_ensemble_grid():
+    # K = 2 prompt views: n = 2, cells (0, 0) and (0, 1) filled, the bottom row empty (black, bg)
+    recipe = InContextRecipe(tile_prompts_p=1.0, tile_prompts_k=(2, 2), jitter_p=0.0,
+                             mix_context_p=0.0, label_subset_p=0.0)
+    ds = SyntheticInContextDataset(6, seed=2, half_size=(64, 64), recipe=recipe, kinds=["semantic"])
+    for i in range(3):
+        a = ds[i]
+        assert all(torch.equal(a[k], ds[i][k]) for k in a)  # a pure function of (seed, index)
+        img, colors = _denorm(a["imgs"]), (_denorm(a["tgts"]) * 255).round()
+        assert img[:, 32:64].abs().max() < 1e-5 and colors[:, 32:64].abs().max() == 0
+        assert img[:, :32, :32].abs().max() > 0.05 and img[:, :32, 32:].abs().max() > 0.05
+        assert img[:, 64:].abs().max() > 0.05  # the query half is one full view
+    # tiling off draws nothing: the same items as a recipe without tiles
+    plain = SyntheticInContextDataset(4, seed=2, half_size=(32, 32), recipe=InContextRecipe())
+    off = SyntheticInContextDataset(4, seed=2, half_size=(32, 32),
+                                    recipe=InContextRecipe(tile_prompts_k=(3, 4)))
+    assert all(torch.equal(plain[1][k], off[1][k]) for k in plain[1])
+
+
+def test_folder_dataset_tiles_partners_of_one_group(tmp_path):
+    from PIL import Image
+
+    pairs = []
+    for k in range(3):
+        Image.fromarray(np.full((40, 30, 3), 60 + 40 * k, dtype=np.uint8)).save(tmp_path / f"{k}.jpg")
+        lab = np.zeros((40, 30), dtype=np.uint8)
+        lab[5:30, 5:20] = 1
+        Image.fromarray(lab, mode="L").save(tmp_path / f"{k}.png")
+        pairs.append((tmp_path / f"{k}.jpg", tmp_path / f"{k}.png"))
+    recipe = {"tile_prompts_p": 1.0, "tile_prompts_k": [4, 4], "jitter_p": 0.0, "scale": [1, 1],
+              "ratio": [0.75, 0.75]}
+    ds = FolderInContextDataset({"a": pairs}, length=4, seed=0, half_size=(32, 32), recipe=recipe)
+    colors = (_denorm(ds[0]["tgts"]) * 255).round()
+    fg = colors[:, :32].abs().sum(0) > 0
+    for r, c in ((0, 0), (0, 1), (1, 0), (1, 1)):  # 4 views: every 16 x 16 cell holds an object
+        assert fg[16 * r : 16 * r + 16, 16 * c : 16 * c + 16].any()
+
+
+def test_score_paint_perfect_and_swapped():
+    from painter_seg.training.validation import score_paint
+
+    target = np.zeros((8, 4, 3), np.uint8)
+    target[1:3, :2] = (255, 0, 0)
+    target[5:7, :2] = (255, 0, 0)
+    target[7, 2:] = (0, 255, 0)
+    target[0, 3] = (0, 255, 0)
+    paint = target[4:].astype(np.float32)
+    assert score_paint(paint, target) == [1.0, 1.0]
+    assert score_paint(np.zeros_like(paint), target) == [0.0, 0.0]
+
+
+def test_validation_sets_are_logged(tmp_path):
+    val = [
+        "+data.val.gen._target_=painter_seg.data.in_context.SyntheticInContextDataset",
+        "+data.val.gen.length=3",
+        "train.val_every=2",
+        "train.val_batch_size=2",
+    ]
+    out = train(_cfg(tmp_path, "train.max_steps=3", "data.length=6", *val))
+    rows = _read_csv(tmp_path / "val_log.csv")
+    assert [(r["step"], r["set"]) for r in rows] == [("0", "gen"), ("2", "gen"), ("3", "gen")]
+    assert all(0 <= float(r["miou"]) <= 100 and float(r["loss"]) > 0 for r in rows)
+    assert set(out["val"]) == {"gen"} and out["val"]["gen"]["pairs"] == int(rows[-1]["pairs"])
+    again = train(_cfg(tmp_path / "again", "train.max_steps=1", "data.length=6", *val))
+    assert again["val"]["gen"]["pairs"] == int(rows[0]["pairs"])  # same fixed samples
+
+
+def test_real_mix_experiment_composes():
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        job = parse_config(compose("train", overrides=["+experiment=real_mix_ft"]))
+        gpu = parse_config(compose("train", overrides=["+experiment=real_mix_gpu"]))
+    assert job.init_checkpoint == "pkg://painter_seg/weights/painter_small.safetensors"
+    assert job.train.loss_fg_weight == 2.5 and job.train.lr < 2e-4 and job.train.val_every
+    sets = job.data.sets
+    holdout = set(sets.pascal.holdout)
+    assert len(holdout) == 3 and holdout == set(sets.pascal_instances.holdout)
+    assert set(job.data.val.pascal_holdout.holdout) == holdout
+    assert job.data.val.pascal_holdout.split == "holdout" and sets.pascal.split == "train"
+    assert job.data.recipe.tile_prompts_p > 0
+    assert gpu.device == "cuda" and gpu.train.batch_size * gpu.train.max_steps >= 64 * 1000
+
+
 # ------------------------------------------------------------------------------------ the loop
 def test_one_step_lowers_loss_on_fixed_batch(tmp_path):
     trainer = Trainer(

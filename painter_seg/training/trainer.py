@@ -62,6 +62,7 @@ from .state import (
     seed_all,
     set_rng_state,
 )
+from .validation import VAL_LOG_NAME, Validator, ValLog
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,17 @@ class Trainer:
         self._build_optimisation()
         self.resumed_from: str | None = None
         self._maybe_resume()
+        self._build_validation()
+
+    def _build_validation(self) -> None:
+        """The ``data.val`` sets (rank 0 only; None when ``train.val_every`` is off or no set)."""
+        self.validator: Validator | None = None
+        self.last_val: dict[str, dict[str, float]] = {}
+        val_cfg = self.job.data.get("val") if self.job.data is not None else None
+        if self.is_main and self.tcfg.val_every and val_cfg:
+            if isinstance(val_cfg, DictConfig):
+                val_cfg = OmegaConf.to_container(val_cfg, resolve=True)
+            self.validator = Validator(val_cfg, self.net.half_size, self.tcfg.val_batch_size)
 
     def _build_model(self) -> None:
         """The network, with identical init on every rank (DDP also broadcasts rank 0's weights)."""
@@ -311,7 +323,11 @@ class Trainer:
             )
         keep = self.step if self.resumed_from else None
         self.csv = CsvLog(self.output_dir / LOG_NAME, enabled=self.is_main, keep_until=keep)
+        self.val_log = ValLog(self.output_dir / VAL_LOG_NAME,
+                              enabled=self.validator is not None, keep_until=keep)
         run = RunStats(self.step, elapsed0=self.state.progress.elapsed_s)
+        if not self.resumed_from:
+            self.validate(run)
         bar = tqdm(total=self.max_steps, initial=self.step, desc="train", dynamic_ncols=True,
                    disable=not (self.is_main and self.tcfg.progress))
         stopped = "max_steps" if self.step >= self.max_steps else None
@@ -335,12 +351,28 @@ class Trainer:
             stopped = self._stop_reason(run)
             if p.step % max(t.log_every, 1) == 0 or stopped:
                 self._log_window(run, bar)
+            if t.val_every and (p.step % t.val_every == 0 or stopped):
+                self.validate(run)
             p.roll_epoch(self.data.micro_per_epoch)
             if stopped:
                 return stopped
             if t.save_every and p.step % t.save_every == 0:
                 self.save()
         return None
+
+    def validate(self, run: RunStats) -> None:
+        """Score the validation sets now (rank 0) and log them; their time is left out of the
+        throughput window."""
+        if self.validator is None:
+            return
+        t0 = time.monotonic()
+        self.last_val = self.validator.run(
+            self.net, self.device, self.autocast, self.tcfg.loss_beta, self.tcfg.loss_fg_weight
+        )
+        self.val_log.write(self.step, self.last_val)
+        log.info("val step %d: %s", self.step, ", ".join(
+            f"{k} mIoU {v['miou']:.1f} loss {v['loss']:.4f}" for k, v in self.last_val.items()))
+        run.window_t0 += time.monotonic() - t0
 
     def _stop_reason(self, run: RunStats) -> str | None:
         """``stop_after_steps``, ``max_steps`` or ``max_minutes`` when training must stop now.
@@ -398,6 +430,7 @@ class Trainer:
             "checkpoint": str(out / CKPT_NAME),
             "weights": str(out / WEIGHTS_NAME),
             "log": str(out / LOG_NAME),
+            "val": self.last_val or None,
         }
         if self.job.debug_fingerprints:
             summary["rank_fingerprints"] = self.group.gather(weights_fingerprint(self.net))

@@ -23,7 +23,8 @@ Datasets return ``{"imgs": [3, 2h, w], "tgts": [3, 2h, w], "valid": [1, 2h, w], 
 (float32, ImageNet-normalised; ``seg_type`` 0 = semantic, 1 = instance).
 
 Modules: ``recipe`` (:class:`InContextRecipe`), ``augment`` (steps 1-2), ``sample`` (steps 3-4),
-``datasets`` (generated, folder and mixed datasets) and ``build`` (:func:`build_train_dataset`, the
+``datasets`` (generated, folder and mixed datasets), ``real`` (the photo sets of
+``../shared/data_train``: PASCAL co-segmentation, Weizmann horses, CIHP parts) and ``build`` (:func:`build_train_dataset`, the
 ``conf/data/*_train.yaml`` entry point).
 """
 
@@ -35,21 +36,33 @@ from .datasets import (
     SyntheticInContextDataset,
     folder_in_context_dataset,
 )
+from .real import (
+    PASCAL_HOLDOUT,
+    RealPairsDataset,
+    cihp_parts_dataset,
+    pascal_voc_coseg_dataset,
+    weizmann_horses_dataset,
+)
 from .recipe import InContextRecipe
 from .sample import colorize_pair, make_canvas, make_sample
 
 __all__ = [
+    "PASCAL_HOLDOUT",
     "FolderInContextDataset",
     "InContextRecipe",
     "MixedInContextDataset",
+    "RealPairsDataset",
     "SyntheticInContextDataset",
     "augment_view",
     "build_train_dataset",
+    "cihp_parts_dataset",
     "color_jitter",
     "colorize_pair",
     "folder_in_context_dataset",
     "make_canvas",
     "make_sample",
     "mix_context_view",
+    "pascal_voc_coseg_dataset",
     "random_resized_crop_box",
+    "weizmann_horses_dataset",
 ]

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from ...codec.canvas import resize_labels
+from ...codec.canvas import cell_bounds, resize_labels
 from ...errors import InputError
 from .recipe import InContextRecipe, LabeledImage
 
@@ -198,3 +198,45 @@ def mix_context_view(
     img = _to_float_chw(resize_u8(grid_img[top : top + ch, left : left + cw], size))
     lab = resize_labels(grid_lab[top : top + ch, left : left + cw], size)
     return color_jitter(rng, img, recipe), lab
+
+
+def tiled_prompt_view(
+    rng: np.random.Generator,
+    pairs: Sequence[LabeledImage],
+    size: tuple[int, int],
+    recipe: InContextRecipe,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A spatial-ensemble prompt half: K augmented views tiled row-major in an n x n grid.
+
+    The layout of the ``spatial_ensemble`` strategy at inference
+    (:func:`painter_seg.codec.canvas.tile_grid`): n = ceil(sqrt(K)) cells per side cut by
+    :func:`~painter_seg.codec.canvas.cell_bounds`, view i in cell ``(i // n, i % n)``, empty cells
+    black with background labels. Each view is cropped / flipped and resized straight to its cell;
+    the whole grid is then jittered once.
+
+    Args:
+        rng: random generator.
+        pairs: K >= 1 (uint8 ``[H, W, 3]`` image, ``[H, W]`` ids) views of one context.
+        size: ``(h, w)`` of the half.
+        recipe: augmentation settings.
+
+    Returns:
+        ``(float32 [3, h, w] in [0, 1], int [h, w])`` like :func:`augment_view`.
+    """
+    k = len(pairs)
+    if k < 1:
+        raise ValueError("a tiled prompt needs at least one view")
+    n = math.ceil(math.sqrt(k))
+    h, w = size
+    ys, xs = cell_bounds(h, n), cell_bounds(w, n)
+    grid_img = np.zeros((h, w, 3), dtype=np.uint8)
+    grid_lab: np.ndarray | None = None
+    for i, (img, lab) in enumerate(pairs):
+        r, c = divmod(i, n)
+        cell = (ys[r + 1] - ys[r], xs[c + 1] - xs[c])
+        ci, cl = _crop_flip_resize(rng, img, lab, cell, recipe.scale, recipe.ratio, recipe.hflip_p)
+        if grid_lab is None:
+            grid_lab = np.zeros((h, w), dtype=cl.dtype)
+        grid_img[ys[r] : ys[r + 1], xs[c] : xs[c + 1]] = ci
+        grid_lab[ys[r] : ys[r + 1], xs[c] : xs[c + 1]] = cl
+    return color_jitter(rng, _to_float_chw(grid_img), recipe), grid_lab

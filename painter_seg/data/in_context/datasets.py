@@ -40,6 +40,15 @@ def _check_index(index: int, length: int) -> int:
     return index
 
 
+def _draw_tiles(rng: np.random.Generator, recipe: InContextRecipe, n: int) -> int:
+    """K tiled prompt views for a sample (0 = not tiled). Draws nothing when tiling is off or the
+    sample is already a mix-context one, so such recipes keep their samples bit for bit."""
+    if n != 1 or recipe.tile_prompts_p <= 0 or rng.random() >= recipe.tile_prompts_p:
+        return 0
+    lo, hi = recipe.tile_prompts_k
+    return int(rng.integers(max(1, lo), max(1, hi) + 1))
+
+
 def _half_size(half_size: Sequence[int]) -> tuple[int, int]:
     h, w = (int(s) for s in half_size)
     if h <= 0 or w <= 0:
@@ -117,11 +126,12 @@ class SyntheticInContextDataset(Dataset):
         n = 1
         if rng.random() < self.recipe.mix_context_p:
             n = int(rng.integers(self.recipe.mix_context_n[0], self.recipe.mix_context_n[1] + 1))
-        same_image = n == 1 and rng.random() < self.recipe.same_image_p
+        tiles = _draw_tiles(rng, self.recipe, n)
+        same_image = n == 1 and not tiles and rng.random() < self.recipe.same_image_p
         ep = generate_episode(
             int(rng.integers(0, 2**31 - 1)),
             kind=kind,
-            num_shots=max(2 * n - 1, 1),
+            num_shots=tiles or max(2 * n - 1, 1),
             size=self.episode_size,
             cfg=self.episode_cfg,
         )
@@ -130,10 +140,13 @@ class SyntheticInContextDataset(Dataset):
         ]
         if same_image:
             prompt_views, query_views = views[-1:], views[-1:]
+        elif tiles:
+            prompt_views, query_views = views[:-1], views[-1:]
         else:
             prompt_views, query_views = views[:n], views[-n:]
         return make_sample(
-            rng, prompt_views, query_views, self.half_size, int(ep.seg_type), self.recipe
+            rng, prompt_views, query_views, self.half_size, int(ep.seg_type), self.recipe,
+            tiled=bool(tiles),
         )
 
 
@@ -216,8 +229,13 @@ class FolderInContextDataset(Dataset):
         n = 1
         if rng.random() < self.recipe.mix_context_p:
             n = int(rng.integers(self.recipe.mix_context_n[0], self.recipe.mix_context_n[1] + 1))
+        tiles = _draw_tiles(rng, self.recipe, n)
         q = int(rng.integers(len(pairs)))
-        if n == 1:
+        if tiles:
+            picks = [q] + [self._partner(rng, len(pairs), q) for _ in range(tiles)]
+            cache = {k: self._load(pairs[k]) for k in set(picks)}
+            prompt_views, query_views = [cache[k] for k in picks[1:]], [cache[q]]
+        elif n == 1:
             same = len(pairs) == 1 or rng.random() < self.recipe.same_image_p
             p = q if same else self._partner(rng, len(pairs), q)
             cache = {k: self._load(pairs[k]) for k in {p, q}}
@@ -228,7 +246,8 @@ class FolderInContextDataset(Dataset):
             views = [cache[k] for k in picks]
             prompt_views, query_views = views[n:], views[:n]
         return make_sample(
-            rng, prompt_views, query_views, self.half_size, self.seg_type, self.recipe
+            rng, prompt_views, query_views, self.half_size, self.seg_type, self.recipe,
+            tiled=bool(tiles),
         )
 
     @classmethod

@@ -32,6 +32,11 @@ class InContextRecipe:
         label_subset_p: probability of keeping only a random non-empty subset of the ids.
         min_color_dist: wanted distance between random colours (0..255 per channel).
         ignore_index: label id whose pixels get ``valid = 0`` and are painted black (None = none).
+        tile_prompts_p: probability that a sample's prompt half is a spatial-ensemble grid of K
+            prompt views (:func:`~painter_seg.codec.canvas.cell_bounds` cells, n = ceil(sqrt(K))
+            per side) over one full-size query view: the layout of the ``spatial_ensemble``
+            strategy. 0 draws nothing (samples bit-identical to a recipe without the knob).
+        tile_prompts_k: range (inclusive) of K, the number of tiled prompt views.
     """
 
     scale: tuple[float, float] = (0.3, 1.0)
@@ -48,6 +53,8 @@ class InContextRecipe:
     label_subset_p: float = 0.2
     min_color_dist: float = 60.0
     ignore_index: int | None = None
+    tile_prompts_p: float = 0.0
+    tile_prompts_k: tuple[int, int] = (2, 5)
 
     @classmethod
     def from_dict(

@@ -9,7 +9,7 @@ import torch
 
 from ...codec.canvas import IMAGENET_MEAN, IMAGENET_STD, stitch
 from ...codec.palette import labels_to_colors, labels_to_compact, random_palette
-from .augment import augment_view, mix_context_view
+from .augment import augment_view, mix_context_view, tiled_prompt_view
 from .recipe import InContextRecipe, LabeledImage
 
 _MEAN32 = np.array(IMAGENET_MEAN, dtype=np.float32)
@@ -126,6 +126,7 @@ def make_sample(
     size: tuple[int, int],
     seg_type: int,
     recipe: InContextRecipe,
+    tiled: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Augment, colour and stitch one training sample.
 
@@ -136,6 +137,8 @@ def make_sample(
         size: ``(h, w)`` of one canvas half.
         seg_type: 0 semantic, 1 instance.
         recipe: augmentation settings.
+        tiled: the prompt half is a spatial-ensemble grid of all ``prompt_views``
+            (:func:`~.augment.tiled_prompt_view`) over one query view.
 
     Returns:
         See :func:`make_canvas`.
@@ -146,7 +149,9 @@ def make_sample(
             return augment_view(rng, views[0], size, recipe)
         return mix_context_view(rng, views, size, recipe)
 
-    p_img, p_lab = half(prompt_views)
+    p_img, p_lab = tiled_prompt_view(rng, prompt_views, size, recipe) if tiled else half(
+        prompt_views
+    )
     q_img, q_lab = half(query_views)
     p_rows, q_rows, palette = colorize_pair(rng, p_lab, q_lab, recipe)
     valid = _valid(stitch(p_lab, q_lab), recipe.ignore_index)
