@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,7 +53,7 @@ def test_yolo_polygons_cover_the_regions():
     items = _items()
     files = export_files("yolo", items, {1: "cat", 3: "dog"})
     assert files["classes.txt"].decode().splitlines() == ["cat", "dog"]
-    lines = files["labels/a.txt"].decode().splitlines()
+    lines = files["a.txt"].decode().splitlines()
     assert sorted(ln.split()[0] for ln in lines) == ["0", "0", "1"]  # id 1 in two parts, id 3 -> class 1
     h, w = items[0].labels.shape
     for ln in lines:
@@ -71,12 +72,12 @@ def test_yolo_polygons_cover_the_regions():
 
 def test_binary_pngs_one_per_image_and_id(tmp_path):
     files = export_files("png", _items())
-    assert sorted(files) == ["binary/a_id1.png", "binary/a_id3.png", "binary/b_id3.png"]
+    assert sorted(files) == ["a_id1.png", "a_id3.png", "b_id3.png"]
     paths = write_export(tmp_path, files)
     arr = np.asarray(Image.open(paths[0]))
     assert arr.dtype == np.uint8 and set(np.unique(arr)) == {0, 255}
     assert np.array_equal(arr == 255, _items()[0].labels == 1)
-    assert np.array_equal(np.asarray(Image.open(io.BytesIO(files["binary/b_id3.png"]))) > 0,
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(files["b_id3.png"]))) > 0,
                           _items()[1].labels == 3)
 
 
@@ -88,3 +89,33 @@ def test_bad_format_and_labels_are_input_errors():
         export_files("png", [ExportItem("x.png", "x", np.full((2, 2), 300))])
     with pytest.raises(ValueError, match="inside"):
         write_export("/tmp", {"../evil.txt": b""})
+
+
+def test_segment_job_exports_what_it_wrote(tmp_path):
+    """``painter-seg segment export=coco|yolo|png`` writes the exports of its own label maps beside them (and
+    lists them in summary.json, so a rerun may replace them); an unknown format is an error before any work."""
+    from hydra import compose, initialize_config_dir
+
+    from painter_seg.config import conf_dir
+    from painter_seg.io.masks import read_label_png
+    from painter_seg.jobs.segment import run
+
+    out = tmp_path / "out"
+
+    def cfg(fmt: str):
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+            return compose("segment", [f"export={fmt}", "model=seggpt_tiny", f"output_dir={out}"])
+
+    for fmt in ("png", "coco"):
+        assert run(cfg(fmt)) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert "coco.json" in summary["outputs"] and "cross_01_mask.png" in summary["outputs"]
+    assert "cross_01_id1.png" in {p.name for p in out.iterdir()}
+    data = json.loads((out / "coco.json").read_text())
+    assert [im["file_name"] for im in data["images"]] == ["cross_01.jpg", "cross_02.jpg"]
+    for im in data["images"]:
+        lab = read_label_png(out / f"{Path(im['file_name']).stem}_mask.png")
+        ids = sorted(a["category_id"] for a in data["annotations"] if a["image_id"] == im["id"])
+        assert ids == [int(i) for i in np.unique(lab) if i]
+    with pytest.raises(InputError, match="export=zip"):
+        run(cfg("zip"))

@@ -136,7 +136,7 @@ def test_export_zip_of_a_result(client):
         assert np.array_equal(np.asarray(Image.open(zf.open("masks/t.png"))), labels_of(res["mask_png"]))
     z = client.get(f"/api/results/{rid}/export.zip", params={"format": "coco"})
     with zipfile.ZipFile(io.BytesIO(z.content)) as zf:
-        data = json.loads(zf.read("coco.json"))
+        data = json.loads(zf.read("coco/coco.json"))
     assert {c["name"] for c in data["categories"]} == {"cat", "dog"}
     coco = COCO()
     coco.dataset = data

@@ -13,10 +13,12 @@ Formats (``fmt``):
 - ``coco``: ``coco.json``, one image per item (``file_name``, ``width``, ``height``), one category per id
   (``names`` or ``class_<id>``), one annotation per (image, id present) with its mask as compressed RLE
   (pycocotools, ``counts`` as a string), ``bbox`` ``[x, y, w, h]``, ``area`` and ``iscrowd=0``.
-- ``yolo``: ``labels/<stem>.txt`` with one line per outer contour, ``<class> x1 y1 x2 y2 ...`` normalised to
+- ``yolo``: ``<stem>.txt`` with one line per outer contour, ``<class> x1 y1 x2 y2 ...`` normalised to
   [0, 1] (Ultralytics YOLO-seg), class = the id's index among the sorted ids of ``names`` / the items;
   ``classes.txt`` lists the names in that order.
-- ``png``: ``binary/<stem>_id<k>.png``: 0 / 255 grey PNG per image and id present.
+- ``png``: ``<stem>_id<k>.png``: 0 / 255 grey PNG per image and id present.
+
+File names are flat (no sub-folders), so they sit beside the job's ``<stem>_mask.png`` files.
 """
 from __future__ import annotations
 
@@ -134,11 +136,11 @@ def export_files(fmt: str, items: Sequence[ExportItem], names: Mapping[int, str]
     if fmt == "yolo":
         table = class_table(items, names)
         index = {k: n for n, k in enumerate(table)}
-        files = {f"labels/{it.stem}.txt": "".join(f"{ln}\n" for ln in yolo_lines(it.labels, index)).encode()
+        files = {f"{it.stem}.txt": "".join(f"{ln}\n" for ln in yolo_lines(it.labels, index)).encode()
                  for it in items}
         files["classes.txt"] = "".join(f"{n}\n" for n in table.values()).encode()
         return files
-    return {f"binary/{it.stem}_id{k}.png": _png_bytes(np.asarray(it.labels) == k)
+    return {f"{it.stem}_id{k}.png": _png_bytes(np.asarray(it.labels) == k)
             for it in items for k in _ids(np.asarray(it.labels))}
 
 

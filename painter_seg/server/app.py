@@ -467,7 +467,7 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
         if format == "masks":
             files = {f"masks/{it.stem}.png": base64.b64decode(_png_b64(it.labels, palette)) for it in items}
         elif format in EXPORT_FORMATS and format != "none":
-            files = export_files(format, items, names)
+            files = {f"{format}/{rel}": data for rel, data in export_files(format, items, names).items()}
         else:
             raise ApiError(400, f"format={format}: expected masks, coco, yolo or png")
         return _zip_response(files, f"painter_seg_{format}.zip")
