@@ -18,9 +18,10 @@ from ..apps.few_shot import FewShotSegmenter, Prediction
 from ..build import build_model
 from ..codec import SegType
 from ..errors import InputError
+from ..io.export import EXPORT_FORMATS, ExportItem, export_files, write_export
 from ..io.files import atomic_path, ensure_output_dir
 from ..io.images import load_image, overlay, save_image
-from ..io.masks import load_mask, save_label_png
+from ..io.masks import load_mask, read_label_png, save_label_png
 from ..tuning import TunedPrompt
 from ..utils.dist import DistInfo
 from ..utils.runtime import resolve_device
@@ -266,6 +267,8 @@ def run(cfg: DictConfig) -> int:
     """Run the few-shot job described by ``cfg`` (see ``conf/segment.yaml``); returns the exit code
     (0 = every target segmented, 1 = some target failed; bad prompts/arguments raise InputError)."""
     dist = DistInfo.from_env()
+    if str(cfg.get("export") or "none") not in EXPORT_FORMATS:
+        raise InputError(f"export={cfg.export}: expected one of {', '.join(EXPORT_FORMATS)}")
     out_dir = ensure_output_dir(Path(cfg.output_dir))
     use_tuned = cfg.strategy.name == "tuned"
     prompts = _read_prompts(cfg, use_tuned)
@@ -291,6 +294,7 @@ def run(cfg: DictConfig) -> int:
         if dist.is_main:  # back to the targets' order (ranks hold interleaved shards)
             summary["targets"] = {s: summary["targets"][s] for s in stems if s in summary["targets"]}
     if dist.is_main:
+        summary["outputs"] = sorted(set(summary["outputs"]) | set(_export(cfg, out_dir, summary, guard)))
         guard.check(out_dir / SUMMARY)
         with atomic_path(out_dir / SUMMARY) as tmp:
             Path(tmp).write_text(json.dumps(summary, indent=2))
@@ -298,6 +302,26 @@ def run(cfg: DictConfig) -> int:
             print(f"failed: {x['error']}")
         print(f"segmented {summary['num_ok']} target(s), {summary['num_failed']} failed -> {out_dir}")
     return 1 if summary["num_failed"] else 0
+
+
+def _export(cfg: DictConfig, out_dir: Path, summary: dict, guard: OutputGuard) -> list[str]:
+    """``export=coco|yolo|png``: the label maps just written, read back and exported beside them
+    (:mod:`painter_seg.io.export`; class names from a tuned prompt, else ``class_<id>``). Returns the names."""
+    fmt = str(cfg.get("export") or "none")
+    if fmt == "none" or not summary["targets"]:
+        return []
+    items = [ExportItem(Path(t["file"]).name, stem, read_label_png(out_dir / f"{stem}{OUTPUT_SUFFIXES[0]}"))
+             for stem, t in summary["targets"].items()]
+    names = None
+    if cfg.prompt.get("tuned"):
+        prompt = TunedPrompt.read(cfg.prompt.tuned)
+        names = dict(zip(prompt.class_ids, prompt.class_names))
+    files = export_files(fmt, items, names)
+    for rel in files:
+        guard.check(out_dir / rel)
+    write_export(out_dir, files)
+    guard.written.update(files)
+    return list(files)
 
 
 def _original_size(path: Path, img: np.ndarray) -> tuple[int, int]:
