@@ -131,10 +131,12 @@ def main() -> None:
         report = {"model": info["model"], "device": info["device"], "precision": info["precision"],
                   "batch_size": info["limits"]["batch_size"], "clients": args.clients,
                   "requests_per_client": args.requests, "cpus": os.cpu_count(), "machine": platform.machine(),
-                  "rss_start_mib": rss_mib(server.pid), "scenarios": {}}
+                  "rss_start_mib": rss_mib(server.pid), "load_average_before": os.getloadavg(),
+                  "scenarios": {}}
         for name, distinct in (("same_prompt", False), ("distinct_prompts", True)):
             report["scenarios"][name] = run_scenario(url, server.pid, args.clients, args.requests, distinct)
         report["health_after"] = httpx.get(f"{url}/health").status_code
+        report["load_average_after"] = os.getloadavg()
     finally:
         server.terminate()
         server.wait(30)
