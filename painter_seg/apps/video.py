@@ -397,7 +397,8 @@ class VideoPropagator:
 
     def _predict_joint(self, state: VideoState, frame: np.ndarray) -> np.ndarray:
         palette = object_colors(state.object_ids)
-        table = np.concatenate([[0], state.object_ids])
+        seen = [np.unique(state.annotations[i]) for i in state.anchors]  # annotations reached so far
+        table = np.union1d(np.zeros(1, np.int64), np.concatenate(seen)).astype(np.int64)
         pairs = [state.anchors[i] for i in sorted(state.anchors)] + list(state.recent)
         prompts = [(img, self._mask_tensor(lab, palette)) for img, lab in pairs]
         paint = resize_paint(self._run_model(prompts, self._image_tensor(frame)), state.size, mode="bilinear")
