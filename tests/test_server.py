@@ -432,8 +432,15 @@ def test_cli_serves_the_default_model_on_localhost():
         proc.wait(20)
 
 
-def test_cli_bad_option_is_one_line():
-    out = subprocess.run([sys.executable, "-m", "painter_seg", "serve", "default_strategy=tuned"], cwd=REPO,
-                         capture_output=True, text=True, timeout=120, check=False)
-    assert out.returncode == 2
-    assert out.stderr.strip().splitlines()[-1].startswith("error: default_strategy=tuned")
+def test_serve_job_refuses_bad_options_before_loading_the_model():
+    from hydra import compose, initialize_config_dir
+
+    from painter_seg.config import conf_dir
+    from painter_seg.errors import InputError
+    from painter_seg.jobs.serve import run
+
+    for override, text in (("default_strategy=tuned", "default_strategy=tuned"), ("port=0", "port=0")):
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+            cfg = compose("serve", [override])
+        with pytest.raises(InputError, match=text):
+            run(cfg)

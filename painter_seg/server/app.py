@@ -45,6 +45,7 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..apps.few_shot import Prediction
 from ..apps.prompts import box_to_mask
 from ..apps.video import VideoSettings
 from ..codec import SegType
@@ -298,6 +299,23 @@ def _decode_request(state: ServerState, images: list[UploadFile], masks: list[Up
     return p_imgs, p_masks, p_names, t_imgs, t_names, stored
 
 
+def _results(names: list[str], images: list[np.ndarray], preds: list[Prediction], palette: np.ndarray,
+             with_overlay: bool) -> tuple[list[dict], list[ExportItem]]:
+    """One JSON result per target (label PNG at the target's size, ids, areas, optional overlay), and the
+    label maps kept for export."""
+    results, items = [], []
+    for name, stem, img, pred in zip(names, _stems(names), images, preds):
+        areas, scores = pred.areas(), pred.mean_scores()
+        r = {"name": name, "width": img.shape[1], "height": img.shape[0],
+             "mask_png": _png_b64(pred.labels, palette), "ids": sorted(areas),
+             "classes": {str(i): {"area": a, "mean_score": round(scores[i], 4)} for i, a in areas.items()}}
+        if with_overlay:
+            r["overlay_jpg"] = _jpeg_b64(draw_overlay(img, pred.labels, palette))
+        results.append(r)
+        items.append(ExportItem(name, stem, pred.labels.astype(np.uint8)))
+    return results, items
+
+
 def _stems(names: list[str]) -> list[str]:
     seen: dict[str, int] = {}
     out = []
@@ -336,7 +354,9 @@ def create_app(model: SegGPT, settings: ServerSettings | None = None, *, model_n
     app.state.server = state
     _install_errors(app)
     _install_auth(app, settings)
-    _install_routes(app, state)
+    _install_pages(app, state)
+    _install_segment_routes(app, state)
+    _install_tuned_routes(app, state)
     _install_video_routes(app, state)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     mb = 1024 * 1024
@@ -384,7 +404,7 @@ def _install_auth(app: FastAPI, settings: ServerSettings) -> None:
         return await call_next(request)
 
 
-def _install_routes(app: FastAPI, state: ServerState) -> None:
+def _install_pages(app: FastAPI, state: ServerState) -> None:
     s = state.settings
 
     @app.get("/", include_in_schema=False)
@@ -419,6 +439,11 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
             "token_required": bool(s.token),
         }
 
+
+
+def _install_segment_routes(app: FastAPI, state: ServerState) -> None:
+    s = state.settings
+
     @app.post("/api/segment")
     def segment(
         prompt_image: Annotated[list[UploadFile] | None, File(description="example images")] = None,
@@ -437,22 +462,14 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
         names = _class_names(class_names, tuned_p)
         p_imgs, p_masks, p_names, t_imgs, t_names, stored = _decode_request(
             state, prompt_image or [], prompt_mask or [], target or [], tuned_p, mask_mode)
+        asked = _colors(colors)
         req = SegmentRequest(p_imgs, p_masks, p_names, t_imgs, strategy, seg, tuned_p, tuned)
         preds = wait(state.service.submit(req), s.request_timeout)
-        palette = _palette(preds[0].colors, stored, _colors(colors))
-        results, items = [], []
-        for name, stem, img, pred in zip(t_names, _stems(t_names), t_imgs, preds):
-            areas, scores = pred.areas(), pred.mean_scores()
-            r = {"name": name, "width": img.shape[1], "height": img.shape[0],
-                 "mask_png": _png_b64(pred.labels, palette), "ids": sorted(areas),
-                 "classes": {str(i): {"area": a, "mean_score": round(scores[i], 4)} for i, a in areas.items()}}
-            if overlay:
-                r["overlay_jpg"] = _jpeg_b64(draw_overlay(img, pred.labels, palette))
-            results.append(r)
-            items.append(ExportItem(name, stem, pred.labels.astype(np.uint8)))
-        colors = {str(i): [int(c) for c in palette[i]] for i in preds[0].colors}
+        palette = _palette(preds[0].colors, stored, asked)
+        results, items = _results(t_names, t_imgs, preds, palette, overlay)
         rid = state.keep_result(items, names, palette)
-        return {"id": rid, "strategy": strategy, "seg_type": seg, "colors": colors,
+        return {"id": rid, "strategy": strategy, "seg_type": seg,
+                "colors": {str(i): [int(c) for c in palette[i]] for i in preds[0].colors},
                 "class_names": {str(k): v for k, v in names.items()}, "results": results}
 
     @app.get("/api/results/{rid}/export.zip")
@@ -492,6 +509,11 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
         pal = np.zeros((256, 3), np.uint8)
         pal[1] = 255
         return {"width": w, "height": h, "mask_png": _png_b64(mask, pal), "area": int(mask.sum())}
+
+
+
+def _install_tuned_routes(app: FastAPI, state: ServerState) -> None:
+    s = state.settings
 
     @app.post("/api/tuned")
     def upload_tuned(
@@ -572,8 +594,33 @@ def _save_video_source(state: ServerState, folder: Path, frames: list[UploadFile
     return src, _stems(names)
 
 
-def _install_video_routes(app: FastAPI, state: ServerState) -> None:
+def _check_context(context_frames: int | None) -> None:
+    if context_frames is not None and not 0 <= context_frames <= 32:
+        raise ApiError(400, f"context_frames={context_frames}: expected 0..32")
+
+
+def _new_video_job(state: ServerState, frames: list[UploadFile], video: UploadFile | None, seg_type: str
+                   ) -> VideoJob:
+    """A job over the uploaded source, in a new folder of its own (removed again when the source is refused)."""
     s = state.settings
+    folder = Path(tempfile.mkdtemp(prefix="video-", dir=state.work))
+    try:
+        source, names = _save_video_source(state, folder, frames, video)
+        try:
+            job = VideoJob(folder, source, names, state.video_settings, seg_type)
+        except InputError as e:
+            raise ApiError(400, str(e).replace(str(source), "video")) from None
+        if job.total > s.max_video_frames:
+            raise ApiError(413, f"video has {job.total} frames; this server takes at most {s.max_video_frames}")
+        if job.size[0] * job.size[1] > s.max_pixels:
+            raise ApiError(413, f"frames are {job.size[1]}x{job.size[0]}; at most {s.max_pixels} pixels")
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return job
+
+
+def _install_video_routes(app: FastAPI, state: ServerState) -> None:
 
     @app.post("/api/video")
     def create_video(
@@ -590,25 +637,14 @@ def _install_video_routes(app: FastAPI, state: ServerState) -> None:
             seg = str(SegType.parse(seg_type))
         except InputError as e:
             raise ApiError(400, str(e)) from None
-        if context_frames is not None and not 0 <= context_frames <= 32:
-            raise ApiError(400, f"context_frames={context_frames}: expected 0..32")
+        _check_context(context_frames)
         state.make_room_for_video()
-        folder = Path(tempfile.mkdtemp(prefix="video-", dir=state.work))
+        job = _new_video_job(state, frame or [], video, seg)
         try:
-            source, names = _save_video_source(state, folder, frame or [], video)
-            try:
-                job = VideoJob(folder, source, names, state.video_settings, seg)
-            except InputError as e:
-                raise ApiError(400, str(e).replace(str(source), "video")) from None
-            if job.total > s.max_video_frames:
-                raise ApiError(413, f"video has {job.total} frames; this server takes at most "
-                                    f"{s.max_video_frames}")
-            if job.size[0] * job.size[1] > s.max_pixels:
-                raise ApiError(413, f"frames are {job.size[1]}x{job.size[0]}; at most {s.max_pixels} pixels")
             if first_mask is not None:
                 _set_first_mask(state, job, first_mask, context_frames, mask_mode)
         except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
+            job.remove()
             raise
         with state.lock:
             state.videos[job.id] = job
@@ -625,8 +661,7 @@ def _install_video_routes(app: FastAPI, state: ServerState) -> None:
     ):
         """Give the first frame's mask of a waiting job and start it."""
         job = state.video(vid)
-        if context_frames is not None and not 0 <= context_frames <= 32:
-            raise ApiError(400, f"context_frames={context_frames}: expected 0..32")
+        _check_context(context_frames)
         _set_first_mask(state, job, first_mask, context_frames, mask_mode)
         state.service.add_video(job)
         return job.info()
