@@ -240,9 +240,9 @@ def _segment_one(f: Path, stem: str, cfg: DictConfig, seg: FewShotSegmenter, out
                  palette: np.ndarray, guard: OutputGuard) -> dict:
     img = load_image(f, max_side=cfg.max_side)
     orig_hw = _original_size(f, img)
-    pred = seg.predict(img)
-    if orig_hw != img.shape[:2]:  # the image was downscaled on load: label map at the file's size
-        pred = _upscale(pred, orig_hw)
+    # a target downscaled on load is decoded at the file's own size (the paint is resized, not the labels)
+    pred = seg.predict(img, output_size=orig_hw)
+    if orig_hw != img.shape[:2]:  # the overlay is drawn at the file's size too
         img = np.asarray(Image.fromarray(img).resize(orig_hw[::-1], Image.BILINEAR))
     write_outputs(out_dir, stem, img, pred, palette, guard)
     classes = {i: {"area": a, "mean_score": round(pred.mean_scores()[i], 4)} for i, a in pred.areas().items()}
@@ -333,15 +333,3 @@ def _original_size(path: Path, img: np.ndarray) -> tuple[int, int]:
         return (h, w)
     except Exception:  # noqa: BLE001 - size is only a hint here
         return img.shape[:2]
-
-
-def _upscale(pred: Prediction, hw: tuple[int, int]) -> Prediction:
-    import cv2
-
-    size = (hw[1], hw[0])
-    return Prediction(
-        labels=cv2.resize(pred.labels.astype(np.int32), size, interpolation=cv2.INTER_NEAREST).astype(np.int64),
-        paint=cv2.resize(pred.paint, size, interpolation=cv2.INTER_LINEAR),
-        scores=cv2.resize(pred.scores, size, interpolation=cv2.INTER_LINEAR),
-        colors=pred.colors,
-    )
