@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -57,8 +58,15 @@ def _write_pair(folder: Path, name: str, image: np.ndarray, mask: np.ndarray) ->
 def unpacked_wheel(tmp_path_factory) -> Path:
     """The project's wheel, built here and unpacked into a folder away from the repository."""
     tmp = tmp_path_factory.mktemp("wheel")
+    src = tmp / "src"  # a copy, so the build leaves nothing in the repository (and no stale build/ is reused)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, src / name)
+    for name in ("painter_seg", "conf", "examples"):
+        shutil.copytree(REPO / name, src / name, ignore=ignore)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(tmp / "dist"), str(REPO)], check=True, capture_output=True)
+                    "-w", str(tmp / "dist"), str(src)], check=True, capture_output=True)
     wheel = next((tmp / "dist").glob("painter_seg-*.whl"))
     site = tmp / "site"
     with zipfile.ZipFile(wheel) as z:

@@ -298,21 +298,6 @@ class SegGPT(nn.Module):
         return self.forward_decoder(self.forward_features(imgs, tgts, bool_masked_pos, seg_type,
                                                           feature_ensemble))
 
-    # ------------------------------------------------------------------ patch helpers
-    def patchify(self, x: torch.Tensor) -> torch.Tensor:
-        """``[N, C, H, W]`` -> ``[N, L, p*p*C]`` with (row, col, channel) order inside each patch."""
-        p = self.patch_size
-        n, c, h, w = x.shape
-        x = x.reshape(n, c, h // p, p, w // p, p)
-        return torch.einsum("nchpwq->nhwpqc", x).reshape(n, (h // p) * (w // p), p * p * c)
-
-    def unpatchify(self, x: torch.Tensor, channels: int = 3) -> torch.Tensor:
-        """Inverse of :meth:`patchify` on this model's canvas grid."""
-        p = self.patch_size
-        hp, wp = self.grid_size
-        x = x.reshape(x.shape[0], hp, wp, p, p, channels)
-        return torch.einsum("nhwpqc->nchpwq", x).reshape(x.shape[0], channels, hp * p, wp * p)
-
     @property
     def half_size(self) -> tuple[int, int]:
         """(h, w) of one canvas half: the size prompts and queries are resized to."""
