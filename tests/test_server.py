@@ -377,10 +377,15 @@ def test_video_two_step_from_mp4_and_bad_inputs(client, tmp_path):
                  400, "first_mask is 20x20")
     first = np.zeros((40, 48), np.uint8)
     first[10:26, 6:22] = 1
+    assert_error(client.post(f"/api/video/{job['id']}/mask", files={"first_mask": ("m.png", png(first))},
+                             data={"colors": "red"}), 400, "colors")
     r = client.post(f"/api/video/{job['id']}/mask", files={"first_mask": ("m.png", png(first * 255))},
-                    data={"context_frames": "2"})
+                    data={"context_frames": "2", "colors": '{"1": [10, 200, 30]}'})
     assert r.status_code == 200, r.text
     assert _wait_done(client, job["id"])["status"] == "done"
+    with zipfile.ZipFile(io.BytesIO(client.get(f"/api/video/{job['id']}/masks.zip").content)) as zf:
+        im = Image.open(zf.open("masks/00000.png"))
+        assert im.mode == "P" and im.getpalette()[3:6] == [10, 200, 30]  # the colour asked for id 1
     assert_error(client.post(f"/api/video/{job['id']}/mask", files={"first_mask": ("m.png", png(first))}), 409)
     assert_error(client.post("/api/video", files={"video": ("clip.mp4", b"not a video")}), 400, "cannot decode")
     assert_error(client.post("/api/video", files={"video": ("clip.exe", b"x")}), 400, "expected a video")

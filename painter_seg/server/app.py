@@ -630,6 +630,7 @@ def _install_video_routes(app: FastAPI, state: ServerState) -> None:
         context_frames: Annotated[int | None, Form()] = None,
         seg_type: Annotated[str, Form()] = "instance",
         mask_mode: Annotated[str, Form(description="auto | ids | binary")] = "auto",
+        colors: Annotated[str | None, Form(description='colours of the ids: {"1": [255, 0, 0]}')] = None,
     ):
         """Start a propagation job (or prepare one: without ``first_mask`` it waits for
         ``POST /api/video/{id}/mask``)."""
@@ -642,7 +643,7 @@ def _install_video_routes(app: FastAPI, state: ServerState) -> None:
         job = _new_video_job(state, frame or [], video, seg)
         try:
             if first_mask is not None:
-                _set_first_mask(state, job, first_mask, context_frames, mask_mode)
+                _set_first_mask(state, job, first_mask, context_frames, mask_mode, colors)
         except BaseException:
             job.remove()
             raise
@@ -658,11 +659,12 @@ def _install_video_routes(app: FastAPI, state: ServerState) -> None:
         first_mask: Annotated[UploadFile, File()],
         context_frames: Annotated[int | None, Form()] = None,
         mask_mode: Annotated[str, Form(description="auto | ids | binary")] = "auto",
+        colors: Annotated[str | None, Form(description='colours of the ids: {"1": [255, 0, 0]}')] = None,
     ):
         """Give the first frame's mask of a waiting job and start it."""
         job = state.video(vid)
         _check_context(context_frames)
-        _set_first_mask(state, job, first_mask, context_frames, mask_mode)
+        _set_first_mask(state, job, first_mask, context_frames, mask_mode, colors)
         state.service.add_video(job)
         return job.info()
 
@@ -701,6 +703,7 @@ def _install_video_routes(app: FastAPI, state: ServerState) -> None:
 
 
 def _set_first_mask(state: ServerState, job: VideoJob, upload: UploadFile, context_frames: int | None,
-                    mask_mode: str) -> None:
+                    mask_mode: str, colors: str | None) -> None:
+    asked = _colors(colors)
     data, name = _read_upload(upload, "first_mask", 0)
-    job.set_mask(state.reader.mask(data, name, mask_mode), context_frames)
+    job.set_mask(state.reader.mask(data, name, mask_mode), context_frames, asked)

@@ -68,8 +68,10 @@ class VideoJob:
     def size(self) -> tuple[int, int]:
         return tuple(self.frames.size)
 
-    def set_mask(self, mask: LoadedMask, context_frames: int | None = None) -> None:
-        """Give the first frame's mask and queue the job.
+    def set_mask(self, mask: LoadedMask, context_frames: int | None = None,
+                 colors: dict[int, tuple[int, int, int]] | None = None) -> None:
+        """Give the first frame's mask and queue the job; ``colors`` (id -> RGB) override the colours of the
+        written masks and overlays (default: the mask file's own palette, else fixed colours per id).
 
         Raises:
             ApiError: 409 if the job already has a mask, 400 for a mask of another size or without objects.
@@ -87,6 +89,8 @@ class VideoJob:
         if mask.palette is not None:  # the user's own colours, as the propagate job keeps them
             keep = mask.palette.any(axis=1, keepdims=True)
             self.palette[: len(mask.palette)] = np.where(keep, mask.palette, self.palette[: len(mask.palette)])
+        for i, c in (colors or {}).items():
+            self.palette[i] = c
         self.context_frames = context_frames
         self.objects = [int(i) for i in np.unique(labels[labels > 0])]
         self.status = "queued"

@@ -436,6 +436,9 @@ async function propagate() {
   const fd = new FormData();
   fd.append("first_mask", await videoEditor.maskBlob(), "first_mask.png");
   fd.append("mask_mode", "ids");
+  const colors = {};
+  videoClasses.classes.forEach((c) => { colors[c.id] = videoClasses.color(c.id); });
+  fd.append("colors", JSON.stringify(colors));
   if ($("context-frames").value !== "") fd.append("context_frames", $("context-frames").value);
   $("propagate").disabled = true;
   try {
