@@ -20,11 +20,11 @@ from PIL import Image
 
 from painter_seg import build_model, save_checkpoint
 from painter_seg.apps.few_shot import FewShotSegmenter
+from painter_seg.cli import run_job
 from painter_seg.data.synthetic import generate_scene_views
 from painter_seg.errors import InputError
 from painter_seg.strategies import build_strategy
 from painter_seg.tuning import PromptTuner, TuneConfig, TunedPrompt, score_pairs, split_pairs
-from painter_seg.utils.cli import run_job
 from tests.conftest import REPO
 
 SMALL = ["net.img_size=[128,64]", "net.pretrain_img_size=64"]

@@ -21,6 +21,7 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from painter_seg.apps.video import VideoPropagator, VideoSettings, object_colors
+from painter_seg.cli import run_job
 from painter_seg.codec.canvas import denormalize, resize_labels
 from painter_seg.data.synthetic import generate_clip
 from painter_seg.errors import InputError
@@ -29,7 +30,6 @@ from painter_seg.evaluation.vos import id_consistency
 from painter_seg.io.masks import davis_palette, save_label_png
 from painter_seg.io.video import Mp4Writer, missing_numbers
 from painter_seg.jobs.propagate import propagate_video, run
-from painter_seg.utils.cli import run_job
 from tests.conftest import REPO
 
 SHIPPED = REPO / "painter_seg" / "weights" / "painter_small.safetensors"

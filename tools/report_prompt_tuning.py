@@ -10,20 +10,9 @@ training pairs, on one scene. Config: conf/tune_prompt.yaml (the keys of tools/t
 
 Prints a table and writes OUT_report.json next to the tuned prompt OUT.safetensors (and its PNGs).
 """
-from __future__ import annotations
+import sys
 
-import hydra
-from omegaconf import DictConfig
-
-from painter_seg.utils.cli import run_job
-
-
-@hydra.main(version_base="1.3", config_path="../conf", config_name="tune_prompt")
-def main(cfg: DictConfig) -> None:
-    from painter_seg.jobs.tune_report import run
-
-    run_job(run, cfg)
-
+from painter_seg.cli import main
 
 if __name__ == "__main__":
-    main()
+    main(["tune-report", *sys.argv[1:]])
