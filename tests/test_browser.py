@@ -7,6 +7,7 @@ images tab after segmenting.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import socket
@@ -83,7 +84,7 @@ def _stroke(driver, element, points) -> None:
     from selenium.webdriver.common.action_chains import ActionChains
 
     chain = ActionChains(driver).move_to_element_with_offset(element, *points[0]).click_and_hold()
-    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+    for (x0, y0), (x1, y1) in itertools.pairwise(points):
         chain = chain.move_by_offset(x1 - x0, y1 - y0)
     chain.release().perform()
 
