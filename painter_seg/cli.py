@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from .errors import InputError
 from .jobs import JOBS, JobSpec
 
-__all__ = ["main", "run_job"]
+__all__ = ["check_group_choices", "check_types", "main", "run_job"]
 
 PROG = "painter-seg"
 
@@ -31,9 +31,14 @@ def run_job(job: Callable[[DictConfig], int | None], cfg: DictConfig) -> None:
     try:
         code = job(cfg) or 0
     except InputError as e:
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-        code = 2
+        _fail(e)
     sys.exit(code)
+
+
+def _fail(e: InputError) -> None:
+    """Print ``error: <message>`` (one line) on stderr and exit 2."""
+    print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+    sys.exit(2)
 
 
 def usage() -> str:
@@ -45,15 +50,74 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+def check_group_choices(args: Sequence[str]) -> None:
+    """``group=option`` overrides name an existing option of a config group (``model=vit_l`` -> one line
+    listing the options, instead of Hydra's multi-line error)."""
+    from .config import available
+
+    for arg in args:
+        key, eq, value = arg.partition("=")
+        key = key.lstrip("+~")
+        if not eq or not _is_group_choice(arg):
+            continue
+        if value not in ("null", "") and value not in available(key):
+            raise InputError(f"{key}={value}: unknown {key}; expected one of {', '.join(available(key))}")
+
+
+def _is_group_choice(override: str) -> bool:
+    from .config import conf_dir
+
+    key = override.partition("=")[0].lstrip("+~")
+    return key != "hydra" and "." not in key and (conf_dir() / key).is_dir()
+
+
+def check_types(cfg: DictConfig, reference: DictConfig) -> None:
+    """Every value ``reference`` (the same config composed without the user's value overrides) holds as a
+    number or a boolean is still one in ``cfg`` (``max_side=abc`` -> one line, not an error deep in a job)."""
+    from omegaconf import OmegaConf
+
+    expected = {bool: "true or false", int: "an integer", float: "a number"}
+
+    def walk(node: DictConfig, prefix: str) -> None:
+        for key in node:
+            path = f"{prefix}{key}"
+            default = OmegaConf.select(node, str(key), throw_on_missing=False)
+            if isinstance(default, DictConfig):
+                walk(default, f"{path}.")
+                continue
+            kind = type(default)
+            if kind not in expected:
+                continue
+            value = OmegaConf.select(cfg, path, default=None, throw_on_missing=False)
+            same = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+            widened = kind is float and isinstance(value, int) and not isinstance(value, bool)
+            if not (value is None or same or widened):
+                raise InputError(f"{path}={value!r}: expected {expected[kind]}")
+
+    walk(reference, "")
+
+
 def _run_hydra(name: str, spec: JobSpec, entry: Callable[[DictConfig], int | None],
                args: Sequence[str]) -> None:
     import hydra
 
     from .config import conf_dir
 
+    def checked(cfg: DictConfig) -> int | None:
+        from hydra import compose
+
+        choices = [o for o in args if _is_group_choice(o)]
+        check_types(cfg, compose(config_name=str(spec.config), overrides=choices))
+        return entry(cfg)
+
+    try:
+        check_group_choices(args)
+    except InputError as e:
+        _fail(e)
+
     @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name=spec.config)
     def _main(cfg: DictConfig) -> None:
-        run_job(entry, cfg)
+        run_job(checked, cfg)
 
     saved = sys.argv
     sys.argv = [f"{PROG}-{name}", *args]  # Hydra parses sys.argv; argv[0] names the job

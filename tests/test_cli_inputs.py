@@ -176,3 +176,38 @@ def test_evaluate_on_a_folder_without_pairs_is_one_line(tmp_path):
     assert r.stderr.strip().splitlines()[-1] == (
         f"error: {tmp_path}: no episode to score (a class needs at least 2 image/mask pairs for 1 shot(s))")
     assert not (tmp_path / "out").exists()
+
+
+BAD_ARGUMENTS = [
+    ("model=nosuch", ("model=nosuch: unknown model; expected one of default, painter_small, seggpt_tiny, "
+                     "seggpt_vit_large")),
+    ("strategy=nosuch", ("strategy=nosuch: unknown strategy; expected one of feature_ensemble, plain, "
+                        "spatial_ensemble, tuned")),
+    ("device=tpu", "device=tpu: expected auto, cpu, cuda or cuda:N"),
+    ("max_side=abc", "max_side='abc': expected an integer"),
+    ("max_side=-5", "max_side=-5: expected a side length of at least 16 pixels"),
+    ("model.net.depth=abc", "model.net.depth='abc': expected an integer"),
+    ("resize_mode=foo", "resize_mode=foo: expected bilinear or nearest"),
+    ("bg_threshold=2", "bg_threshold=2: expected a score in [0, 1)"),
+    ("compile=maybe", "compile='maybe': expected true or false"),
+    ("seg_type=foo", "seg_type='foo': expected semantic or instance"),
+]
+
+
+@pytest.mark.parametrize(("override", "message"), BAD_ARGUMENTS, ids=[a for a, _ in BAD_ARGUMENTS])
+def test_bad_arguments_are_one_line_with_exit_2(tmp_path, override, message):
+    """Every class of bad argument ends as one ``error:`` line naming it, exit 2, nothing written."""
+    r = subprocess.run([sys.executable, str(REPO / "tools/segment.py"), "device=cpu", override,
+                        f"output_dir={tmp_path / 'out'}"], capture_output=True, text=True, cwd=REPO, check=False)
+    assert r.returncode == 2, r.stderr
+    assert [x for x in r.stderr.splitlines() if x.strip()] == [f"error: {message}"]
+    assert "Traceback" not in r.stdout + r.stderr
+    assert not (tmp_path / "out" / "summary.json").exists()
+
+
+def test_plain_strategy_with_two_prompts_is_one_line(tmp_path):
+    p, m, a = _pair_files(tmp_path)
+    r = _run(f"prompt.images=[{p},{p}]", f"prompt.masks=[{m},{m}]", f"targets=[{a}]", f"output_dir={tmp_path / 'o'}")
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines()[-1] == ("error: the plain strategy takes exactly one prompt, got 2; use "
+                                                 "spatial_ensemble or feature_ensemble for several")

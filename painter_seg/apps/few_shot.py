@@ -131,7 +131,11 @@ class FewShotSegmenter:
             raise InputError(f"precision={precision}: expected one of {', '.join(PRECISIONS)}")
         self.precision = precision
         self.compile = compile
-        self.bg_threshold = bg_threshold
+        if not 0.0 <= float(bg_threshold) < 1.0:
+            raise InputError(f"bg_threshold={bg_threshold}: expected a score in [0, 1)")
+        if resize_mode not in ("bilinear", "nearest"):
+            raise InputError(f"resize_mode={resize_mode}: expected bilinear or nearest")
+        self.bg_threshold = float(bg_threshold)
         self.resize_mode = resize_mode
         self.resize_masks = resize_masks
         self.reset()

@@ -108,12 +108,14 @@ class OutputGuard:
     that run's ``summary.json``) or ``overwrite=true`` was given; anything else is the user's and is kept.
 
     Attributes:
+        out_dir: the output folder.
         inputs: resolved paths of every input of this run (prompts, masks, tuned prompt, targets).
         previous: file names the previous run in this folder wrote.
         overwrite: replace foreign files too (never inputs).
         written: file names this run wrote.
     """
 
+    out_dir: Path
     inputs: set[Path]
     previous: set[str]
     overwrite: bool = False
@@ -132,7 +134,12 @@ class OutputGuard:
                 if not overwrite:
                     raise InputError(f"{summary}: exists and is not a painter-seg summary; not overwritten "
                                      f"(choose another output_dir, or overwrite=true)") from None
-        return cls(inputs, previous, overwrite)
+        return cls(out_dir, inputs, previous, overwrite)
+
+    def owned(self) -> list[str]:
+        """Names of the files in the output folder that painter-seg wrote: this run's and the earlier runs'
+        still there (so a later run may replace any of them)."""
+        return sorted(self.written | {n for n in self.previous - {SUMMARY} if (self.out_dir / n).exists()})
 
     def check(self, path: Path) -> None:
         if path.resolve() in self.inputs:
@@ -258,7 +265,7 @@ def _summary(cfg: DictConfig, seg: FewShotSegmenter, prompts: PromptFiles, resul
         "prompts": ([{"tuned": str(p.tuned)}] if p.get("tuned") else [])
         + ([{"image": str(i), kind: str(m)} for i, m in zip(p.images, p[kind])] if kind else []),
         "prompt_ids": {str(k): list(v) for k, v in seg.colors.items()},
-        "targets": results, "failed": failures, "outputs": sorted(guard.written),
+        "targets": results, "failed": failures, "outputs": guard.owned(),
         "num_ok": len(results), "num_failed": len(failures), "seconds": round(seconds, 2),
     }
 
@@ -269,6 +276,8 @@ def run(cfg: DictConfig) -> int:
     dist = DistInfo.from_env()
     if str(cfg.get("export") or "none") not in EXPORT_FORMATS:
         raise InputError(f"export={cfg.export}: expected one of {', '.join(EXPORT_FORMATS)}")
+    if int(cfg.max_side) < 16:
+        raise InputError(f"max_side={cfg.max_side}: expected a side length of at least 16 pixels")
     out_dir = ensure_output_dir(Path(cfg.output_dir))
     use_tuned = cfg.strategy.name == "tuned"
     prompts = _read_prompts(cfg, use_tuned)

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..codec.canvas import cell_bounds, normalize_tensor
+from ..errors import InputError
 
 Tensor = torch.Tensor
 # forward(top_images, top_masks, queries, feature_ensemble) -> painted query halves [N, 3, h, w]
@@ -87,7 +88,7 @@ class Single:
 
     def check(self, k: int) -> None:
         if k != 1:
-            raise ValueError(f"the plain strategy takes exactly one prompt, got {k}; use "
+            raise InputError(f"the plain strategy takes exactly one prompt, got {k}; use "
                              "spatial_ensemble or feature_ensemble for several")
 
     def prepare(self, images: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:

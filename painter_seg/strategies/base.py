@@ -24,6 +24,7 @@ import torch
 
 from ..codec.canvas import canvas_tensors, images_to_tensor, paint_from_half, split
 from ..codec.seg_type import SegType
+from ..errors import InputError
 from ..model import SegGPT
 from ..utils.runtime import autocast
 from .arrangements import Arrangement
@@ -200,5 +201,5 @@ def _seg_type(seg_type: SegType | str | int | None, tuned: TunedPromptLike | Non
         return SegType.SEMANTIC if given is None else given
     own = SegType.parse(tuned.seg_type)
     if given is not None and given != own:
-        raise ValueError(f"extra pairs have seg_type {given}, the tuned prompt {own}")
+        raise InputError(f"extra pairs have seg_type {given}, the tuned prompt {own}")
     return own

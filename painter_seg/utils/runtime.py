@@ -28,7 +28,10 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     """``"auto"``/None -> cuda if available else cpu; a CUDA request without CUDA is a one-line error."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"device={device}: expected auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"device={device}: CUDA is not available on this machine (use device=cpu)")
     return dev
