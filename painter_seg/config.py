@@ -4,7 +4,7 @@ Hydra state.
 ``conf/`` and ``examples/`` sit at the repository's top level and are installed inside the package as
 ``painter_seg.conf`` and ``painter_seg.examples`` (``pyproject.toml``), so an editable install, a wheel installed
 anywhere and a plain checkout on ``PYTHONPATH`` all find them the same way. Configs name bundled files as
-``${example:fewshot/prompt_0.jpg}`` (the ``example`` resolver below).
+``${example:few_shot/prompt_0.jpg}`` (the ``example`` resolver below).
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def conf_dir() -> Path:
 
 def example_path(relative: str) -> str:
     """Absolute path of a bundled example file (``examples/`` of the repository, ``painter_seg/examples`` of an
-    installed wheel), e.g. ``example_path("fewshot/prompt_0.jpg")``."""
+    installed wheel), e.g. ``example_path("few_shot/prompt_0.jpg")``."""
     return str(_package_folder("painter_seg.examples", "examples") / relative)
 
 

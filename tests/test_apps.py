@@ -126,7 +126,7 @@ def test_video_ids_preserved_and_memory_bounded(tiny_model, tmp_path):
     assert len(state.recent) == 2  # FIFO bounded by K
 
 
-def test_evaluate_tool_fewshot_report_with_baselines(tmp_path):
+def test_evaluate_tool_few_shot_report_with_baselines(tmp_path):
     root = tmp_path / "fss"
     for c in ("a", "b"):
         (root / c).mkdir(parents=True)
@@ -135,11 +135,11 @@ def test_evaluate_tool_fewshot_report_with_baselines(tmp_path):
             img, lab = ep.query
             Image.fromarray(img).save(root / c / f"{i}.jpg")
             Image.fromarray((lab > 0).astype(np.uint8) * 255).save(root / c / f"{i}.png")
-    r = subprocess.run([sys.executable, str(REPO / "tools/evaluate.py"), "task=fewshot", f"root={root}",
+    r = subprocess.run([sys.executable, str(REPO / "tools/evaluate.py"), "task=few_shot", f"root={root}",
                         "model=seggpt_tiny", "device=cpu", "episodes_per_class=1",
                         f"output_dir={tmp_path}/ev"], capture_output=True, text=True, cwd=REPO, check=False)
     assert r.returncode == 0, r.stderr
-    rep = json.loads((tmp_path / "ev" / "fewshot_report.json").read_text())
+    rep = json.loads((tmp_path / "ev" / "few_shot_report.json").read_text())
     assert set(rep["rows"]) == {"plain@1", "baseline_copy_prompt_mask", "baseline_all_foreground"}
     assert rep["rows"]["plain@1"]["pairs"] == 2
     assert all(0 <= row["mIoU"] <= 1 for row in rep["rows"].values())
@@ -148,24 +148,24 @@ def test_evaluate_tool_fewshot_report_with_baselines(tmp_path):
 
 
 def test_evaluate_tool_synthetic_rows_share_heldout_episodes(tmp_path):
-    from painter_seg.evaluation.fewshot import HELDOUT_SEED_BASE, synthetic_episodes
+    from painter_seg.evaluation.few_shot import HELDOUT_SEED_BASE, synthetic_episodes
 
     eps = list(synthetic_episodes(3, shots=2, seed=0, size=(64, 64)))
     assert [e.name for e in eps] == ["semantic", "instance", "multiclass"]
     again = generate_episode(HELDOUT_SEED_BASE + 1, kind="instance", num_shots=2, size=(64, 64))
     assert np.array_equal(eps[1].query[0], again.query[0]) and eps[1].seg_type == "instance"
-    r = subprocess.run([sys.executable, str(REPO / "tools/evaluate.py"), "task=fewshot", "data=synthetic",
+    r = subprocess.run([sys.executable, str(REPO / "tools/evaluate.py"), "task=few_shot", "data=synthetic",
                         "data.episodes=2", "data.size=[64,64]", "rows=[plain@1,feature_ensemble@2]",
                         "model=seggpt_tiny", "device=cpu", f"output_dir={tmp_path}/ev"],
                        capture_output=True, text=True, cwd=REPO, check=False)
     assert r.returncode == 0, r.stderr
-    rep = json.loads((tmp_path / "ev" / "fewshot_report.json").read_text())
+    rep = json.loads((tmp_path / "ev" / "few_shot_report.json").read_text())
     assert list(rep["rows"]) == ["plain@1", "feature_ensemble@2", "baseline_copy_prompt_mask",
                                  "baseline_all_foreground"]
     # every row scored the same (episode, id) pairs: one per foreground id of each query
     n_ids = sum(len(np.unique(e.query[1])) - 1 for e in eps[:2])
     assert {row["pairs"] for row in rep["rows"].values()} == {n_ids}
-    bad = subprocess.run([sys.executable, str(REPO / "tools/evaluate.py"), "task=fewshot", "data=synthetic",
+    bad = subprocess.run([sys.executable, str(REPO / "tools/evaluate.py"), "task=few_shot", "data=synthetic",
                           "rows=[plain@3]", "model=seggpt_tiny", "device=cpu", f"output_dir={tmp_path}/ev2"],
                          capture_output=True, text=True, cwd=REPO, check=False)
     assert bad.returncode == 2 and bad.stderr.strip() == (

@@ -169,7 +169,7 @@ def test_evaluate_on_a_folder_without_pairs_is_one_line(tmp_path):
     (p_img, p_lab), _ = _episode()
     Image.fromarray(p_img).save(tmp_path / "cls" / "1.jpg")
     Image.fromarray((p_lab > 0).astype(np.uint8) * 255).save(tmp_path / "cls" / "1.png")
-    r = subprocess.run([sys.executable, str(REPO / "tools/evaluate.py"), "task=fewshot", f"root={tmp_path}",
+    r = subprocess.run([sys.executable, str(REPO / "tools/evaluate.py"), "task=few_shot", f"root={tmp_path}",
                         "model=seggpt_tiny", "device=cpu", f"output_dir={tmp_path / 'out'}"],
                        capture_output=True, text=True, cwd=REPO, check=False)
     assert r.returncode == 2

@@ -13,7 +13,7 @@ from painter_seg.data.folders import (
     davis_sequence,
     detect_layout,
     list_davis_sequences,
-    load_fewshot_folder,
+    load_few_shot_folder,
 )
 from painter_seg.errors import InputError
 
@@ -44,7 +44,7 @@ def test_fss1000_layout(tmp_path):
     img(tmp_path / "dog" / "3.jpg")  # no mask
     assert detect_layout(tmp_path) == "fss1000"
     with pytest.warns(UserWarning, match="no mask found"):
-        ds = load_fewshot_folder(tmp_path)
+        ds = load_few_shot_folder(tmp_path)
     assert list(ds) == ["cat", "dog"]
     assert names(ds["cat"]) == [("1.jpg", "1.png"), ("2.jpg", "2.png"), ("10.jpg", "10.png")]
     assert names(ds["dog"]) == [("1.jpg", "1.png")]
@@ -56,7 +56,7 @@ def test_perseg_layout(tmp_path):
             img(tmp_path / "Images" / obj / f"{i:02d}.jpg")
             img(tmp_path / "Annotations" / obj / f"{i:02d}.png", "L")
     assert detect_layout(tmp_path) == "perseg"
-    ds = load_fewshot_folder(tmp_path, layout="perseg")
+    ds = load_few_shot_folder(tmp_path, layout="perseg")
     assert {k: len(v) for k, v in ds.items()} == {"backpack": 3, "cat": 2}
     assert names(ds["cat"]) == [("00.jpg", "00.png"), ("01.jpg", "01.png")]
     assert ds["cat"][0][0].parent == tmp_path / "Images" / "cat"
@@ -75,7 +75,7 @@ def test_flat_pairs_layout(tmp_path):
     img(tmp_path / "lonely_3.jpg")  # no mask
     assert detect_layout(tmp_path) == "flat_pairs"
     with pytest.warns(UserWarning, match="lonely_3.jpg: no mask found"):
-        ds = load_fewshot_folder(tmp_path)
+        ds = load_few_shot_folder(tmp_path)
     assert list(ds) == ["cat", "hmbb", "video"]
     assert names(ds["cat"]) == [("cat_00.jpg", "cat_00.png"), ("cat_01.jpg", "cat_01.png")]
     assert names(ds["hmbb"]) == [("hmbb_1.jpg", "hmbb_1_target.png")]
@@ -85,7 +85,7 @@ def test_flat_pairs_layout(tmp_path):
 def test_flat_pairs_png_image_with_target(tmp_path):
     img(tmp_path / "scan_1.png")
     img(tmp_path / "scan_1_target.png")
-    assert names(load_fewshot_folder(tmp_path)["scan"]) == [("scan_1.png", "scan_1_target.png")]
+    assert names(load_few_shot_folder(tmp_path)["scan"]) == [("scan_1.png", "scan_1_target.png")]
 
 
 @pytest.mark.parametrize("dirs", [("images", "masks"), ("image", "label")])
@@ -98,7 +98,7 @@ def test_images_masks_layout(tmp_path, dirs):
     img(root / dirs[1] / "b.png", "L")
     assert detect_layout(root) == "images_masks"
     with pytest.warns(UserWarning, match="no mask found"):
-        ds = load_fewshot_folder(root)
+        ds = load_few_shot_folder(root)
     assert list(ds) == ["polyps"]
     assert names(ds["polyps"]) == [("a.jpg", "a.jpg"), ("b.png", "b.png")]
     assert ds["polyps"][0][1].parent.name == dirs[1]
@@ -124,7 +124,7 @@ def test_davis_layouts(tmp_path, variant):
     assert len(seqs) == 2 and "bike" in seqs and len(seqs["bike"][0]) == 3
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # images/ + masks/ warns about unannotated frames
-        ds = load_fewshot_folder(tmp_path)
+        ds = load_few_shot_folder(tmp_path)
     assert {k: len(v) for k, v in ds.items()} == {"bike": 1, "judo": 2}
     with pytest.raises(InputError, match="no such sequence"):
         davis_sequence(tmp_path, "nope")
@@ -132,15 +132,15 @@ def test_davis_layouts(tmp_path, variant):
 
 def test_errors(tmp_path):
     with pytest.raises(InputError) as err:
-        load_fewshot_folder(tmp_path / "missing")
+        load_few_shot_folder(tmp_path / "missing")
     assert str(err.value).startswith(str(tmp_path / "missing"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no known layout"):
-        load_fewshot_folder(tmp_path / "empty")
+        load_few_shot_folder(tmp_path / "empty")
     with pytest.raises(InputError, match="no image/mask pairs"):
-        load_fewshot_folder(tmp_path / "empty", layout="flat_pairs")
+        load_few_shot_folder(tmp_path / "empty", layout="flat_pairs")
     with pytest.raises(InputError, match="unknown layout"):
-        load_fewshot_folder(tmp_path, layout="voc")
+        load_few_shot_folder(tmp_path, layout="voc")
     with pytest.raises(InputError, match="not a DAVIS layout"):
         list_davis_sequences(tmp_path / "empty")
 
@@ -166,7 +166,7 @@ def test_real_sets(name):
         pytest.skip(f"{root} not present")
     layout, counts = REAL[name]
     assert detect_layout(root) == layout
-    ds = load_fewshot_folder(root)
+    ds = load_few_shot_folder(root)
     assert {k: len(v) for k, v in ds.items()} == counts
     for image, mask in (p for pairs in ds.values() for p in pairs):
         assert image.is_file() and mask.is_file() and image != mask
@@ -189,7 +189,7 @@ def test_real_davis_sequences():
     assert len(frames) == 16 and [a.stem for a in anns] == ["00000", "00005", "00008", "00013"]
     assert len(davis_sequence(cutie, "bike")[1]) == 1
     with pytest.warns(UserWarning, match="no mask found"):  # unannotated frames are skipped
-        ds = load_fewshot_folder(cutie)
+        ds = load_few_shot_folder(cutie)
     assert {k: len(v) for k, v in ds.items()} == {"bike": 1, "judo": 4}
 
 

@@ -381,7 +381,7 @@ def test_confusion_matrix_miou_fbiou():
         cm.update(np.zeros((2, 2)), np.zeros((2, 3)))
 
 
-def test_fewshot_meter_sums_per_class():
+def test_few_shot_meter_sums_per_class():
     m = FewShotMeter()
     # ep1 (a): gt fg 0..3, pred fg 0..1 -> fg I 2 U 4; bg: gt {4..7}, pred {2..7} -> I 4 U 6
     e1 = m.update("a", np.array([1, 1, 0, 0, 0, 0, 0, 0]), np.array([1, 1, 1, 1, 0, 0, 0, 0]))

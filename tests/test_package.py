@@ -74,7 +74,7 @@ def unpacked_wheel(tmp_path_factory) -> Path:
         z.extractall(site)
     for must in ("painter_seg/conf/segment.yaml", "painter_seg/conf/hydra/default.yaml",
                  "painter_seg/conf/model/painter_small.yaml", "painter_seg/weights/painter_small.safetensors",
-                 "painter_seg/examples/fewshot/prompt_0.jpg", "painter_seg/examples/video/first_mask.png"):
+                 "painter_seg/examples/few_shot/prompt_0.jpg", "painter_seg/examples/video/first_mask.png"):
         assert must in names, must
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "painter-seg = painter_seg.cli:main" in (site / entry).read_text()

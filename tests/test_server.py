@@ -422,7 +422,7 @@ def test_cli_serves_the_default_model_on_localhost():
                 time.sleep(0.3)
             assert proc.poll() is None, proc.stdout.read()
         assert httpx.get(f"{url}/api/info").json()["model"] == "default"
-        ex = REPO / "examples" / "fewshot"
+        ex = REPO / "examples" / "few_shot"
         files = [("prompt_image", ("prompt_0.jpg", (ex / "prompt_0.jpg").read_bytes())),
                  ("prompt_mask", ("prompt_0_mask.png", (ex / "prompt_0_mask.png").read_bytes())),
                  ("target", ("cross_01.jpg", (ex / "targets" / "cross_01.jpg").read_bytes()))]

@@ -217,11 +217,11 @@ def test_label_palette() -> None:
 
 def test_make_examples(tmp_path) -> None:
     written = make_examples(tmp_path, seed=0)
-    files = written["fewshot"] + written["clip"]
+    files = written["few_shot"] + written["clip"]
     assert all(p.is_file() for p in files)
     assert sum(p.stat().st_size for p in files) < 1_000_000
-    masks = [p for p in written["fewshot"] if p.suffix == ".png"]
-    assert len(masks) >= 4 and len(masks) * 2 == len(written["fewshot"])
+    masks = [p for p in written["few_shot"] if p.suffix == ".png"]
+    assert len(masks) >= 4 and len(masks) * 2 == len(written["few_shot"])
     for p in masks:
         im = Image.open(p)
         assert im.mode == "P" and im.size == (224, 224)

@@ -1,7 +1,7 @@
 """Bounded load test of ``painter-seg serve`` on localhost with the shipped model.
 
 Starts ``python -m painter_seg serve`` on a free port, then 8 client threads x 20 requests each
-(``POST /api/segment``: one example pair, one target, from examples/fewshot), in two scenarios:
+(``POST /api/segment``: one example pair, one target, from examples/few_shot), in two scenarios:
 
 - ``same_prompt``: every client sends the same example pair (a labelling job): the worker paints queued
   requests with equal prompts together (batched forwards);
@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
-EX = REPO / "examples" / "fewshot"
+EX = REPO / "examples" / "few_shot"
 
 
 def rss_mib(pid: int) -> float:

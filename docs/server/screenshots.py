@@ -70,7 +70,7 @@ def main() -> None:
                 time.sleep(0.3)
         d.get(url)
         WebDriverWait(d, 30).until(lambda d: "on cpu" in d.find_element(By.ID, "info").text)
-        ex = REPO / "examples" / "fewshot"
+        ex = REPO / "examples" / "few_shot"
         d.find_element(By.ID, "prompt-file").send_keys(str(ex / "prompt_0.jpg"))
         WebDriverWait(d, 10).until(lambda d: d.execute_script("return editor.labels !== null"))
         d.execute_script("document.getElementById('brush-size').value = 14")

@@ -1,7 +1,7 @@
 """Readers of image/mask folder data sets into one uniform structure.
 
 A :data:`FewShotDataset` maps a class (or object) name to the sorted list of its
-``(image_path, mask_path)`` pairs. :func:`load_fewshot_folder` reads these layouts (auto-detected):
+``(image_path, mask_path)`` pairs. :func:`load_few_shot_folder` reads these layouts (auto-detected):
 
 ``fss1000``
     ``<root>/<class>/<n>.jpg`` + ``<root>/<class>/<n>.png``.
@@ -56,7 +56,7 @@ __all__ = [
     "davis_sequence",
     "detect_layout",
     "list_davis_sequences",
-    "load_fewshot_folder",
+    "load_few_shot_folder",
     "pair_folders",
 ]
 
@@ -257,7 +257,7 @@ def detect_layout(root: PathLike) -> str:
     )
 
 
-def load_fewshot_folder(root: PathLike, layout: str = "auto") -> FewShotDataset:
+def load_few_shot_folder(root: PathLike, layout: str = "auto") -> FewShotDataset:
     """Read an image/mask folder data set.
 
     Args:

@@ -523,7 +523,7 @@ def _quality_labels(model: SegGPT, args, precisions: list[str], strategy: str
                     ) -> tuple[dict[str, list[np.ndarray]], list[np.ndarray]]:
     """Label maps per precision and the ground truths of ``args.episodes`` generated episodes."""
     from ..apps.few_shot import FewShotSegmenter
-    from ..evaluation.fewshot import synthetic_episodes
+    from ..evaluation.few_shot import synthetic_episodes
 
     size = (model.img_size[1], model.img_size[1])
     labels: dict[str, list[np.ndarray]] = {p: [] for p in precisions}

@@ -1,5 +1,5 @@
 """The evaluation job (``painter-seg evaluate``): few-shot mIoU of ``strategy@K`` rows with trivial baselines
-(``task=fewshot``), or video J&F (``task=vos``, :mod:`painter_seg.jobs.evaluate_vos`)."""
+(``task=few_shot``), or video J&F (``task=vos``, :mod:`painter_seg.jobs.evaluate_vos`)."""
 from __future__ import annotations
 
 import itertools
@@ -13,7 +13,7 @@ from tqdm import tqdm
 from ..apps.few_shot import FewShotSegmenter
 from ..build import build_model
 from ..errors import InputError
-from ..evaluation.fewshot import (
+from ..evaluation.few_shot import (
     BASELINES,
     EvalEpisode,
     folder_episodes,
@@ -26,19 +26,19 @@ from ..evaluation.miou import FewShotMeter
 from ..io.files import atomic_path, ensure_output_dir
 from ..utils.runtime import resolve_device
 
-__all__ = ["run", "run_fewshot"]
+__all__ = ["run", "run_few_shot"]
 
 
 def run(cfg: DictConfig) -> int | None:
-    """Dispatch on ``cfg.task``: ``fewshot`` or ``vos``."""
-    if cfg.task == "fewshot":
-        run_fewshot(cfg)
+    """Dispatch on ``cfg.task``: ``few_shot`` or ``vos``."""
+    if cfg.task == "few_shot":
+        run_few_shot(cfg)
         return 0
     if cfg.task == "vos":
         from . import evaluate_vos
 
         return evaluate_vos.run(cfg)
-    raise InputError(f"task={cfg.task}: expected fewshot or vos")
+    raise InputError(f"task={cfg.task}: expected few_shot or vos")
 
 
 def _episodes(cfg: DictConfig, shots: int) -> tuple[object, str, int | None]:
@@ -81,9 +81,9 @@ def _score(ep: EvalEpisode, segmenters: dict, meters: dict[str, FewShotMeter], s
     score_baselines(meters, ep)
 
 
-def run_fewshot(cfg: DictConfig) -> dict:
+def run_few_shot(cfg: DictConfig) -> dict:
     """mIoU / FB-IoU of one or more ``strategy@K`` rows and the trivial baselines on the same episodes;
-    prints a table and writes ``fewshot_report.json`` to ``cfg.output_dir``."""
+    prints a table and writes ``few_shot_report.json`` to ``cfg.output_dir``."""
     rows = parse_rows(list(cfg.rows) if isinstance(cfg.get("rows"), (list, ListConfig)) else None,
                       cfg.strategy.name, cfg.shots)
     shots = max(k for _, k in rows)
@@ -109,6 +109,6 @@ def run_fewshot(cfg: DictConfig) -> dict:
     print(f"{'row':28s} {'mIoU':>7s} {'FB-IoU':>7s}  scored pairs")
     for key, r in report["rows"].items():
         print(f"{key:28s} {100 * r['mIoU']:7.2f} {100 * r['FB-IoU']:7.2f}  {r['pairs']}")
-    with atomic_path(out / "fewshot_report.json") as tmp:
+    with atomic_path(out / "few_shot_report.json") as tmp:
         Path(tmp).write_text(json.dumps(report, indent=2))
     return report

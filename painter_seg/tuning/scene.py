@@ -6,7 +6,7 @@ A scene comes from files (:func:`load_scene`):
   ``X.png``, ``X_mask.png``...). Mask ids are the classes (0 = background, ``ignore_index`` = no
   class): a multi-class scene has one id map per image, and the tuned prompt predicts the same ids.
 * ``images=<dir>`` alone: a folder in a layout of
-  :func:`painter_seg.data.folders.load_fewshot_folder` (an FSS-1000 class folder or root, a
+  :func:`painter_seg.data.folders.load_few_shot_folder` (an FSS-1000 class folder or root, a
   PerSeg root, flat ``cat_00.jpg`` + ``cat_00.png`` pairs, ``images/`` + ``masks/``). Each class
   (object) becomes one class of the prompt, ids 1..C in the order of ``classes`` (masks are
   binarised); a folder with several classes needs ``classes``.
@@ -24,7 +24,7 @@ import numpy as np
 
 from ..codec.canvas import resize_labels
 from ..codec.seg_type import SegType
-from ..data.folders import load_fewshot_folder, pair_folders
+from ..data.folders import load_few_shot_folder, pair_folders
 from ..errors import InputError
 from ..evaluation.miou import FewShotMeter
 from ..io.images import load_image
@@ -152,7 +152,7 @@ def load_scene(images: str | Path | None, masks: str | Path | None = None, *, la
                                  f"{len(ids)} class ids {ids}")
             scene.class_ids, scene.class_names = ids, [str(n) for n in class_names]
         return scene
-    data = load_fewshot_folder(root, str(layout))
+    data = load_few_shot_folder(root, str(layout))
     chosen = [str(c) for c in classes] if classes else list(data)
     unknown = [c for c in chosen if c not in data]
     if unknown:

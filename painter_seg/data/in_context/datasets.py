@@ -20,7 +20,7 @@ from ...codec.seg_type import SegType
 from ...errors import InputError
 from ...io.images import load_image
 from ...io.masks import load_mask
-from ..folders import detect_layout, load_fewshot_folder
+from ..folders import detect_layout, load_few_shot_folder
 from ..synthetic import SyntheticConfig, generate_episode
 from .augment import resize_u8
 from .recipe import InContextRecipe, LabeledImage
@@ -159,7 +159,7 @@ class FolderInContextDataset(Dataset):
 
     Args:
         groups: ``{name: [(image_path, mask_path), ...]}`` (e.g. from
-            :func:`painter_seg.data.folders.load_fewshot_folder`).
+            :func:`painter_seg.data.folders.load_few_shot_folder`).
         length: number of items (None = number of pairs).
         seed: data seed.
         half_size: ``(h, w)`` of one canvas half.
@@ -259,7 +259,7 @@ class FolderInContextDataset(Dataset):
         window: int | None = None,
         **kwargs: Any,
     ) -> FolderInContextDataset:
-        """Read a folder data set (:func:`~painter_seg.data.folders.load_fewshot_folder` layouts).
+        """Read a folder data set (:func:`~painter_seg.data.folders.load_few_shot_folder` layouts).
 
         A ``davis`` layout (one group per sequence) defaults to ``seg_type=1`` and ``window=10``;
         other layouts to ``seg_type=0`` and no window.
@@ -269,7 +269,7 @@ class FolderInContextDataset(Dataset):
             if not root.is_dir():
                 raise InputError(f"{root}: data folder not found")
             layout = detect_layout(root)
-        groups = load_fewshot_folder(root, layout)
+        groups = load_few_shot_folder(root, layout)
         video = layout == "davis"
         return cls(
             groups,

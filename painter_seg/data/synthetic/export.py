@@ -45,7 +45,7 @@ def make_examples(out_dir: str | os.PathLike, seed: int = 0) -> dict[str, list[P
 
     Layout::
 
-        out_dir/fewshot/<kind>_<concept>_NN.jpg + .png   # flat pairs: prompt(s) then query
+        out_dir/few_shot/<kind>_<concept>_NN.jpg + .png   # flat pairs: prompt(s) then query
         out_dir/clip/JPEGImages/synthetic/00000.jpg ...  # a 16-frame clip
         out_dir/clip/Annotations/synthetic/00000.png     # its first-frame mask
 
@@ -54,15 +54,15 @@ def make_examples(out_dir: str | os.PathLike, seed: int = 0) -> dict[str, list[P
     :mod:`painter_seg.data.folders`.
 
     Returns:
-        ``{"fewshot": [paths...], "clip": [paths...]}`` of every file written.
+        ``{"few_shot": [paths...], "clip": [paths...]}`` of every file written.
     """
     out = Path(out_dir)
-    fs_dir = out / "fewshot"
+    fs_dir = out / "few_shot"
     img_dir = out / "clip" / "JPEGImages" / "synthetic"
     ann_dir = out / "clip" / "Annotations" / "synthetic"
     for d in (fs_dir, img_dir, ann_dir):
         d.mkdir(parents=True, exist_ok=True)
-    written: dict[str, list[Path]] = {"fewshot": [], "clip": []}
+    written: dict[str, list[Path]] = {"few_shot": [], "clip": []}
     plans = (("semantic", 2), ("instance", 1), ("multiclass", 1), ("color", 1))
     for i, (kind, shots) in enumerate(plans):
         ep = generate_episode(seed * 1000 + i, kind, num_shots=shots)
@@ -71,7 +71,7 @@ def make_examples(out_dir: str | os.PathLike, seed: int = 0) -> dict[str, list[P
             stem = fs_dir / f"{kind}_{name}_{j:02d}"
             _save_image(stem.with_suffix(".jpg"), img)
             _save_mask(stem.with_suffix(".png"), lab)
-            written["fewshot"] += [stem.with_suffix(".jpg"), stem.with_suffix(".png")]
+            written["few_shot"] += [stem.with_suffix(".jpg"), stem.with_suffix(".png")]
     frames, labels = generate_clip(seed, 16, num_objects=3, leave_and_return=True)
     for t, frame in enumerate(frames):
         p = img_dir / f"{t:05d}.jpg"

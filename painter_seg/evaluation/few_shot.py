@@ -58,9 +58,9 @@ def folder_episodes(root: Path, shots: int, per_class: int, seed: int,
                     seg_type: str = "semantic") -> Iterator[EvalEpisode]:
     """K-shot episodes of a folder data set (fixed seed): for each class, ``per_class`` queries, each with
     ``shots`` other pairs of the same class as prompts. Masks are binarised (any id > 0 = the class)."""
-    from ..data.folders import load_fewshot_folder
+    from ..data.folders import load_few_shot_folder
 
-    dataset = load_fewshot_folder(Path(root))
+    dataset = load_few_shot_folder(Path(root))
     rng = np.random.default_rng(seed)
 
     def pair(p):
