@@ -27,18 +27,21 @@ LOG_NAME = "train_log.csv"
 
 
 class CsvLog:
-    """``train_log.csv`` of rank 0 (other ranks hold a disabled log).
+    """A CSV log of rank 0 (other ranks hold a disabled log): ``train_log.csv`` by default.
 
     Args:
         path: the CSV file; its folder must exist on rank 0.
         enabled: False on ranks other than 0 (nothing is read or written).
         keep_until: on a resumed run, the step it resumes from: earlier rows are kept, later
             ones (written after the checkpoint) dropped; None starts a new file.
+        fields: the columns (a ``step`` column is required).
     """
 
-    def __init__(self, path: Path, enabled: bool = True, keep_until: int | None = None) -> None:
+    def __init__(self, path: Path, enabled: bool = True, keep_until: int | None = None,
+                 fields: tuple[str, ...] = CSV_FIELDS) -> None:
         self.path = path
         self.enabled = enabled
+        self.fields = fields
         if not enabled:
             return
         rows: list[dict[str, str]] = []
@@ -46,15 +49,19 @@ class CsvLog:
             with open(path, newline="") as f:
                 rows = [r for r in csv.DictReader(f) if int(r["step"]) <= keep_until]
         with open(path, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=CSV_FIELDS, lineterminator="\n")
+            w = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
             w.writeheader()
             w.writerows(rows)
 
     def write(self, row: dict[str, Any]) -> None:
-        """Append one row (keys :data:`CSV_FIELDS`, values already formatted)."""
+        """Append one row (keys :attr:`fields`, values already formatted)."""
+        self.write_rows([row])
+
+    def write_rows(self, rows: list[dict[str, Any]]) -> None:
+        """Append several rows at once."""
         if self.enabled:
             with open(self.path, "a", newline="") as f:
-                csv.DictWriter(f, fieldnames=CSV_FIELDS, lineterminator="\n").writerow(row)
+                csv.DictWriter(f, fieldnames=self.fields, lineterminator="\n").writerows(rows)
 
 
 @dataclass

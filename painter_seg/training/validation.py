@@ -17,7 +17,6 @@ two runs are compared on the same samples. Rows go to ``val_log.csv``
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from ..codec.canvas import paint_from_half, query_mask, split
 from ..codec.palette import colors_to_labels, decode_paint
 from ..data.in_context import build_train_dataset
 from ..model.loss import masked_smooth_l1
+from .logbook import CsvLog
 
 __all__ = ["VAL_FIELDS", "VAL_LOG_NAME", "VAL_SEED", "Validator", "score_paint"]
 
@@ -143,27 +143,13 @@ class Validator:
         return out
 
 
-class ValLog:
-    """``val_log.csv`` of rank 0 (rows up to ``keep_until`` kept on resume, like the train log)."""
+class ValLog(CsvLog):
+    """``val_log.csv`` of rank 0: one row per validation set and step (rows up to ``keep_until`` kept on
+    resume, like the train log)."""
 
     def __init__(self, path: Path, enabled: bool = True, keep_until: int | None = None) -> None:
-        self.path, self.enabled = path, enabled
-        if not enabled:
-            return
-        rows: list[dict[str, str]] = []
-        if keep_until is not None and path.is_file():
-            with open(path, newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= keep_until]
-        with open(path, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=VAL_FIELDS, lineterminator="\n")
-            w.writeheader()
-            w.writerows(rows)
+        super().__init__(path, enabled, keep_until, fields=VAL_FIELDS)
 
-    def write(self, step: int, results: Mapping[str, Mapping[str, float]]) -> None:
-        if not self.enabled:
-            return
-        with open(self.path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=VAL_FIELDS, lineterminator="\n")
-            for name, r in results.items():
-                w.writerow({"step": step, "set": name, "loss": f"{r['loss']:.6g}",
-                            "miou": f"{r['miou']:.4g}", "pairs": r["pairs"]})
+    def write(self, step: int, results: Mapping[str, Mapping[str, float]]) -> None:  # type: ignore[override]
+        self.write_rows([{"step": step, "set": name, "loss": f"{r['loss']:.6g}", "miou": f"{r['miou']:.4g}",
+                          "pairs": r["pairs"]} for name, r in results.items()])
