@@ -234,7 +234,8 @@ def _targets(cfg: DictConfig, out_dir: Path) -> tuple[list[Path], list[dict]]:
     """The target files of ``cfg.targets``; none at all, or the output folder given as a target folder, is an
     InputError (the next run would read this run's outputs as targets)."""
     for spec in cfg.targets:
-        if Path(str(spec)).expanduser().is_dir() and Path(str(spec)).expanduser().resolve() == out_dir.resolve():
+        folder = Path(str(spec)).expanduser()
+        if folder.is_dir() and folder.resolve() == out_dir.resolve():
             raise InputError(f"{spec}: is both a target folder and output_dir; choose another output_dir")
     files, failures = expand_targets(cfg.targets)
     if not files:
@@ -252,7 +253,8 @@ def _segment_one(f: Path, stem: str, cfg: DictConfig, seg: FewShotSegmenter, out
     if orig_hw != img.shape[:2]:  # the overlay is drawn at the file's size too
         img = np.asarray(Image.fromarray(img).resize(orig_hw[::-1], Image.BILINEAR))
     write_outputs(out_dir, stem, img, pred, palette, guard)
-    classes = {i: {"area": a, "mean_score": round(pred.mean_scores()[i], 4)} for i, a in pred.areas().items()}
+    scores = pred.mean_scores()  # once per target, not once per id
+    classes = {i: {"area": a, "mean_score": round(scores[i], 4)} for i, a in pred.areas().items()}
     return TargetResult(str(f), orig_hw, classes).to_json()
 
 
