@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -12,7 +10,7 @@ from PIL import Image
 from painter_seg.apps.few_shot import FewShotSegmenter
 from painter_seg.apps.video import VideoPropagator
 from painter_seg.data.synthetic import generate_clip, generate_episode
-from tests.conftest import REPO
+from tests.conftest import REPO, run_cli
 
 
 def _episode_files(tmp_path, seed=0):
@@ -52,8 +50,7 @@ def test_box_prompt_becomes_mask(tiny_model):
 
 
 def _run(*args, cwd=REPO):
-    return subprocess.run([sys.executable, str(REPO / "tools/segment.py"), "model=seggpt_tiny",
-                           "device=cpu", *map(str, args)], capture_output=True, text=True, cwd=cwd, check=False)
+    return run_cli("segment", "model=seggpt_tiny", "device=cpu", *args, cwd=cwd)
 
 
 def test_cli_writes_exactly_the_promised_files(tmp_path):
@@ -135,9 +132,8 @@ def test_evaluate_tool_few_shot_report_with_baselines(tmp_path):
             img, lab = ep.query
             Image.fromarray(img).save(root / c / f"{i}.jpg")
             Image.fromarray((lab > 0).astype(np.uint8) * 255).save(root / c / f"{i}.png")
-    r = subprocess.run([sys.executable, str(REPO / "tools/evaluate.py"), "task=few_shot", f"root={root}",
-                        "model=seggpt_tiny", "device=cpu", "episodes_per_class=1",
-                        f"output_dir={tmp_path}/ev"], capture_output=True, text=True, cwd=REPO, check=False)
+    r = run_cli("evaluate", "task=few_shot", f"root={root}", "model=seggpt_tiny", "device=cpu",
+                "episodes_per_class=1", f"output_dir={tmp_path}/ev")
     assert r.returncode == 0, r.stderr
     rep = json.loads((tmp_path / "ev" / "few_shot_report.json").read_text())
     assert set(rep["rows"]) == {"plain@1", "baseline_copy_prompt_mask", "baseline_all_foreground"}
@@ -154,10 +150,8 @@ def test_evaluate_tool_synthetic_rows_share_heldout_episodes(tmp_path):
     assert [e.name for e in eps] == ["semantic", "instance", "multiclass"]
     again = generate_episode(HELDOUT_SEED_BASE + 1, kind="instance", num_shots=2, size=(64, 64))
     assert np.array_equal(eps[1].query[0], again.query[0]) and eps[1].seg_type == "instance"
-    r = subprocess.run([sys.executable, str(REPO / "tools/evaluate.py"), "task=few_shot", "data=synthetic",
-                        "data.episodes=2", "data.size=[64,64]", "rows=[plain@1,feature_ensemble@2]",
-                        "model=seggpt_tiny", "device=cpu", f"output_dir={tmp_path}/ev"],
-                       capture_output=True, text=True, cwd=REPO, check=False)
+    r = run_cli("evaluate", "task=few_shot", "data=synthetic", "data.episodes=2", "data.size=[64,64]",
+                "rows=[plain@1,feature_ensemble@2]", "model=seggpt_tiny", "device=cpu", f"output_dir={tmp_path}/ev")
     assert r.returncode == 0, r.stderr
     rep = json.loads((tmp_path / "ev" / "few_shot_report.json").read_text())
     assert list(rep["rows"]) == ["plain@1", "feature_ensemble@2", "baseline_copy_prompt_mask",
@@ -165,9 +159,8 @@ def test_evaluate_tool_synthetic_rows_share_heldout_episodes(tmp_path):
     # every row scored the same (episode, id) pairs: one per foreground id of each query
     n_ids = sum(len(np.unique(e.query[1])) - 1 for e in eps[:2])
     assert {row["pairs"] for row in rep["rows"].values()} == {n_ids}
-    bad = subprocess.run([sys.executable, str(REPO / "tools/evaluate.py"), "task=few_shot", "data=synthetic",
-                          "rows=[plain@3]", "model=seggpt_tiny", "device=cpu", f"output_dir={tmp_path}/ev2"],
-                         capture_output=True, text=True, cwd=REPO, check=False)
+    bad = run_cli("evaluate", "task=few_shot", "data=synthetic", "rows=[plain@3]", "model=seggpt_tiny", "device=cpu",
+                  f"output_dir={tmp_path}/ev2")
     assert bad.returncode == 2 and bad.stderr.strip() == (
         "error: rows: plain@3: the plain strategy takes 1 prompt; use an ensemble")
 

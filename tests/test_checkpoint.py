@@ -4,8 +4,6 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -20,7 +18,7 @@ from painter_seg.checkpoint import (
     save_checkpoint,
 )
 from painter_seg.errors import CheckpointError
-from tests.conftest import REPO
+from tests.conftest import run_cli
 
 
 @pytest.fixture()
@@ -130,8 +128,7 @@ def test_fp16_checkpoint_loads_into_fp32_model(tiny_sd, tmp_path):
 
 def test_convert_tool(tiny_sd, tmp_path):
     src = save_checkpoint(tiny_sd, tmp_path / "orig.pth", layout="original")
-    run = lambda *a: subprocess.run([sys.executable, str(REPO / "tools/convert_checkpoint.py"), *map(str, a)],  # noqa
-                                    capture_output=True, text=True, cwd=REPO)
+    run = lambda *a: run_cli("convert", *a)
     r = run(src, tmp_path / "hf", "--model", "seggpt_tiny")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().endswith("102 tensors, 15,524,035 parameters")

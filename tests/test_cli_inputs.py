@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import cv2
 import numpy as np
@@ -11,12 +9,11 @@ import pytest
 from PIL import Image
 
 from painter_seg.data.synthetic import generate_episode
-from tests.conftest import REPO, SHARED_DATA
+from tests.conftest import SHARED_DATA, run_cli
 
 
 def _run(*args):
-    return subprocess.run([sys.executable, str(REPO / "tools/segment.py"), "model=seggpt_tiny",
-                           "device=cpu", *map(str, args)], capture_output=True, text=True, cwd=REPO, check=False)
+    return run_cli("segment", "model=seggpt_tiny", "device=cpu", *args)
 
 
 def _episode(seed=0, size=(96, 128)):
@@ -169,9 +166,8 @@ def test_evaluate_on_a_folder_without_pairs_is_one_line(tmp_path):
     (p_img, p_lab), _ = _episode()
     Image.fromarray(p_img).save(tmp_path / "cls" / "1.jpg")
     Image.fromarray((p_lab > 0).astype(np.uint8) * 255).save(tmp_path / "cls" / "1.png")
-    r = subprocess.run([sys.executable, str(REPO / "tools/evaluate.py"), "task=few_shot", f"root={tmp_path}",
-                        "model=seggpt_tiny", "device=cpu", f"output_dir={tmp_path / 'out'}"],
-                       capture_output=True, text=True, cwd=REPO, check=False)
+    r = run_cli("evaluate", "task=few_shot", f"root={tmp_path}", "model=seggpt_tiny", "device=cpu",
+                f"output_dir={tmp_path / 'out'}")
     assert r.returncode == 2
     assert r.stderr.strip().splitlines()[-1] == (
         f"error: {tmp_path}: no episode to score (a class needs at least 2 image/mask pairs for 1 shot(s))")
@@ -197,8 +193,7 @@ BAD_ARGUMENTS = [
 @pytest.mark.parametrize(("override", "message"), BAD_ARGUMENTS, ids=[a for a, _ in BAD_ARGUMENTS])
 def test_bad_arguments_are_one_line_with_exit_2(tmp_path, override, message):
     """Every class of bad argument ends as one ``error:`` line naming it, exit 2, nothing written."""
-    r = subprocess.run([sys.executable, str(REPO / "tools/segment.py"), "device=cpu", override,
-                        f"output_dir={tmp_path / 'out'}"], capture_output=True, text=True, cwd=REPO, check=False)
+    r = run_cli("segment", "device=cpu", override, f"output_dir={tmp_path / 'out'}")
     assert r.returncode == 2, r.stderr
     assert [x for x in r.stderr.splitlines() if x.strip()] == [f"error: {message}"]
     assert "Traceback" not in r.stdout + r.stderr

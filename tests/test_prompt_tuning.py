@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -25,7 +22,7 @@ from painter_seg.data.synthetic import generate_scene_views
 from painter_seg.errors import InputError
 from painter_seg.strategies import build_strategy
 from painter_seg.tuning import PromptTuner, TuneConfig, TunedPrompt, score_pairs, split_pairs
-from tests.conftest import REPO
+from tests.conftest import REPO, run_cli
 
 SMALL = ["net.img_size=[128,64]", "net.pretrain_img_size=64"]
 
@@ -193,18 +190,15 @@ def _scene_files(root, views):
     Image.fromarray(views[-1][0]).save(root / "targets" / "t.png")
 
 
-def _tool(name, *args):
-    return subprocess.run([sys.executable, str(REPO / "tools" / name), "model=seggpt_tiny", "device=cpu",
-                           *[f"model.{o}" for o in SMALL], *map(str, args)],
-                          capture_output=True, text=True, cwd=REPO, check=False,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+def _tool(job, *args):
+    return run_cli(job, "model=seggpt_tiny", "device=cpu", *[f"model.{o}" for o in SMALL], *args)
 
 
 def test_cli_tune_then_segment_with_the_tuned_prompt(tmp_path, model, views):
     _scene_files(tmp_path, views)
     ckpt = save_checkpoint(model.state_dict(), tmp_path / "tiny.safetensors")
     out = tmp_path / "out" / "scene.safetensors"
-    r = _tool("tune_prompt.py", f"images={tmp_path}/images", f"masks={tmp_path}/masks", f"output={out}",
+    r = _tool("tune", f"images={tmp_path}/images", f"masks={tmp_path}/masks", f"output={out}",
               f"checkpoint={ckpt}", "steps=2", "batch_size=2", "val_every=1", "init=pair", "progress=false")
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in out.parent.iterdir()) == [
@@ -213,7 +207,7 @@ def test_cli_tune_then_segment_with_the_tuned_prompt(tmp_path, model, views):
     assert TunedPrompt.load(out, model).class_ids == [5, 6]
 
     seg_out = tmp_path / "seg"
-    r = _tool("segment.py", "strategy=tuned", f"prompt.tuned={out}", f"targets=[{tmp_path}/targets]",
+    r = _tool("segment", "strategy=tuned", f"prompt.tuned={out}", f"targets=[{tmp_path}/targets]",
               f"output_dir={seg_out}", f"checkpoint={ckpt}")
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in seg_out.iterdir()) == [

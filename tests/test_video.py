@@ -30,7 +30,7 @@ from painter_seg.evaluation.vos import id_consistency
 from painter_seg.io.masks import davis_palette, save_label_png
 from painter_seg.io.video import Mp4Writer, missing_numbers
 from painter_seg.jobs.propagate import propagate_video, run
-from tests.conftest import REPO
+from tests.conftest import REPO, run_cli
 
 SHIPPED = REPO / "painter_seg" / "weights" / "painter_small.safetensors"
 SIZE = (64, 64)
@@ -207,12 +207,17 @@ USER_PALETTE = np.zeros((256, 3), np.uint8)
 USER_PALETTE[list(IDS)] = [(250, 20, 120), (30, 200, 90), (240, 230, 10)]  # neither DAVIS nor ours
 
 
-def _cli(*args, **env):
-    """tools/propagate.py with seggpt_tiny (random weights) on CPU, K=1 unless given."""
+def _cli(*args):
+    """``painter-seg propagate`` (in this process) with seggpt_tiny (random weights) on CPU, K=1 unless given."""
+    return run_cli("propagate", "model=seggpt_tiny", "device=cpu", "context_frames=1", *args)
+
+
+def _cli_process(*args):
+    """The same through tools/propagate.py in a real process: what reaches file descriptor 2 is seen."""
     cmd = [sys.executable, str(REPO / "tools/propagate.py"), "model=seggpt_tiny", "device=cpu", "context_frames=1",
            *map(str, args)]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=False,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", **env})
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 @pytest.fixture(scope="module")
@@ -278,7 +283,7 @@ def test_cli_undecodable_mp4_is_one_error_line(tmp_path):
     _, labels = generate_clip(2, 1, size=SIZE, num_objects=3)
     _save_palette_png(tmp_path / "first.png", labels[0], davis_palette())
     (tmp_path / "bad.mp4").write_bytes(np.random.default_rng(0).bytes(4096))
-    r = _cli(f"video={tmp_path / 'bad.mp4'}", f"first_mask={tmp_path / 'first.png'}",
+    r = _cli_process(f"video={tmp_path / 'bad.mp4'}", f"first_mask={tmp_path / 'first.png'}",
              f"output_dir={tmp_path / 'out'}")
     assert r.returncode == 2 and r.stderr.strip() == (
         f"error: {tmp_path / 'bad.mp4'}: cannot decode video (not a video OpenCV can read)"), r.stderr
