@@ -183,7 +183,7 @@ def test_feature_ensemble_matches_independent_reference(tiny_model):
 
 
 def test_banded_decoder_equals_one_pass(tiny_model):
-    imgs, tgts, bm = _inputs(tiny_model, 2, seed=7)
+    imgs, tgts, bm = _inputs(tiny_model, 1, seed=7)
     with torch.no_grad():
         feats = tiny_model.forward_features(imgs, tgts, bm)
         whole = tiny_model.forward_decoder(feats, band_rows=0)
@@ -195,14 +195,39 @@ def test_banded_decoder_equals_one_pass(tiny_model):
         # CPU inference bands by default; under autograd the decoder runs in one pass
         assert tiny_model.decoder_band_rows < hp
         assert torch.equal(tiny_model.forward_decoder(feats), tiny_model.forward_decoder(feats, band_rows=tiny_model.decoder_band_rows))
+    part = [f[:, :7, :5] for f in feats]  # bf16 is emulated (slow) on CPUs without avx512_bf16: a corner
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        one = tiny_model.forward_decoder(feats, band_rows=0)
-        banded = tiny_model.forward_decoder(feats, band_rows=3)
+        one = tiny_model.forward_decoder(part, band_rows=0)
+        banded = tiny_model.forward_decoder(part, band_rows=3)
         assert banded.dtype == one.dtype == torch.bfloat16 and torch.equal(banded, one)
     with torch.enable_grad():
         feats = [f.detach().requires_grad_() for f in feats]
         out = tiny_model.forward_decoder(feats)
         assert out.grad_fn is not None and (out.detach() - whole).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("ensemble", [False, True], ids=["batch", "feature_ensemble"])
+def test_query_only_decode_equals_the_query_half_of_the_canvas(tiny_model, ensemble):
+    """Inference decodes the query half only (one row under the feature ensemble): the same pixels as the
+    bottom half of the whole canvas's decode, banded (CPU inference) or in one pass (autograd)."""
+    imgs, tgts, bm = _inputs(tiny_model, 2, seed=3)
+    h = tiny_model.img_size[0] // 2
+    if ensemble:  # K prompts for ONE query
+        imgs[1, :, h:] = imgs[0, :, h:]
+        tgts[1, :, h:] = tgts[0, :, h:]
+    with torch.no_grad():
+        whole = tiny_model(imgs, tgts, bm, feature_ensemble=ensemble)
+        half = tiny_model(imgs, tgts, bm, feature_ensemble=ensemble, query_only=True)
+        assert half.shape == (1 if ensemble else 2, 3, h, tiny_model.img_size[1])
+        assert (half - whole[: half.shape[0], :, h:]).abs().max().item() <= 1e-5
+        if ensemble:  # the rows agree below the first pixel row (whose 3x3 halo is each row's own prompt)
+            assert (whole[1, :, h + 1 :] - whole[0, :, h + 1 :]).abs().max().item() <= 1e-5
+    with torch.enable_grad():
+        feats = [f.detach().requires_grad_() for f in tiny_model.forward_features(imgs, tgts, bm)]
+        out = tiny_model.forward_decoder(feats, first_row=tiny_model.grid_size[0] // 2)
+        out.sum().backward()
+        assert (out.detach() - whole[:, :, h:]).abs().max().item() <= 1e-5 or ensemble
+        assert feats[0].grad[:, : tiny_model.grid_size[0] // 2 - 1].abs().sum().item() == 0  # no halo above
 
 
 def test_masked_smooth_l1_matches_hand_computation():

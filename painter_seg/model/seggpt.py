@@ -232,7 +232,8 @@ class SegGPT(nn.Module):
                 feats.append(self.norm(h))
         return feats
 
-    def forward_decoder(self, feats: list[torch.Tensor], band_rows: int | None = None) -> torch.Tensor:
+    def forward_decoder(self, feats: list[torch.Tensor], band_rows: int | None = None,
+                        first_row: int = 0) -> torch.Tensor:
         """Decoder: feature maps -> painted canvas ``[N, 3, H, W]`` (ImageNet-normalised space).
 
         The decoder head works at full pixel resolution with ``decoder_embed_dim`` channels: for ViT-L each of
@@ -243,10 +244,20 @@ class SegGPT(nn.Module):
         which only the band's own rows are kept. Every output pixel sees the same inputs as in one pass.
         ``band_rows=0`` decodes the canvas in one pass. Measured for ViT-L fp32 on the 2-core box: the
         decoder's in-flight memory drops from about 400 MiB to about 150 MiB, at about the same time.
+
+        ``first_row`` > 0 decodes only the token rows from ``first_row`` on (the query half, for inference:
+        ``hp // 2``): the token row above is embedded too, and its last pixel row is the 3x3 convolution's
+        halo, so the rows returned are those of the whole canvas's decode.
         """
         x = torch.cat(feats, dim=-1)  # [N, Hp, Wp, C * len(feature_layers)]
         if band_rows is None:
             band_rows = 0 if torch.is_grad_enabled() or x.device.type != "cpu" else self.decoder_band_rows
+        if first_row > 0:
+            return self._decode_rows(x[:, first_row - 1 :], band_rows)[:, :, self.patch_size :]
+        return self._decode_rows(x, band_rows)
+
+    def _decode_rows(self, x: torch.Tensor, band_rows: int) -> torch.Tensor:
+        """:meth:`forward_decoder` on concatenated features ``x`` ``[N, hp, Wp, C]`` (all its rows)."""
         n, hp, wp, _ = x.shape
         p, d = self.patch_size, self.decoder_embed_dim
         if band_rows <= 0 or band_rows >= hp:
@@ -279,6 +290,7 @@ class SegGPT(nn.Module):
         bool_masked_pos: torch.Tensor | None = None,
         seg_type: torch.Tensor | None = None,
         feature_ensemble: bool = False,
+        query_only: bool = False,
     ) -> torch.Tensor:
         """Paint the mask canvas.
 
@@ -291,12 +303,22 @@ class SegGPT(nn.Module):
             feature_ensemble: the N rows are N prompts for ONE query; the query half of the attention output
                 is averaged over them in every block (official semantics).
 
+            query_only: decode the query (bottom) half only, and with ``feature_ensemble`` of row 0 only
+                (the official engine's answer; the rows' features there are equal): the decoder is most of
+                a small model's cost, and inference keeps only that half.
+
         Returns:
             pred ``[N, 3, H, W]`` in ImageNet-normalised space. With ``feature_ensemble`` all rows carry the
-            same query half. Never wrapped in no_grad: prompt tuning backpropagates through it.
+            same query half (but for its first pixel row, which a 3x3 convolution mixes with the row's prompt). ``query_only``: ``[N, 3, H/2, W]`` (``[1, 3, H/2, W]`` with
+            ``feature_ensemble``), equal to that half of the full output. Never wrapped in no_grad: prompt
+            tuning backpropagates through it.
         """
-        return self.forward_decoder(self.forward_features(imgs, tgts, bool_masked_pos, seg_type,
-                                                          feature_ensemble))
+        feats = self.forward_features(imgs, tgts, bool_masked_pos, seg_type, feature_ensemble)
+        if not query_only:
+            return self.forward_decoder(feats)
+        if feature_ensemble:
+            feats = [f[:1] for f in feats]
+        return self.forward_decoder(feats, first_row=self.grid_size[0] // 2)
 
     @property
     def half_size(self) -> tuple[int, int]:

@@ -22,7 +22,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from ..codec.canvas import canvas_tensors, images_to_tensor, paint_from_half, split
+from ..codec.canvas import canvas_tensors, images_to_tensor, paint_from_half
 from ..codec.seg_type import SegType
 from ..errors import InputError
 from ..model import SegGPT
@@ -152,13 +152,13 @@ class InContextStrategy:
                  feature_ensemble: bool) -> torch.Tensor:
         """Canvases ``[B, 3, 2h, w]`` of prompt halves over queries
         (:func:`~painter_seg.codec.canvas_tensors`) through the model; returns the painted query
-        halves ``[B, 3, h, w]``. Differentiable."""
+        halves ``[B, 3, h, w]`` (``[1, 3, h, w]`` under the feature ensemble, whose rows are all equal): only
+        they are decoded. Differentiable."""
         assert self.prompts is not None
         imgs, tgts = canvas_tensors(top_imgs, top_masks, queries)
         seg_type = torch.full((imgs.shape[0],), int(self.prompts.seg_type), device=imgs.device)
-        pred = self.model(imgs, tgts, self.model.query_mask(imgs.device), seg_type,
-                          feature_ensemble=feature_ensemble)
-        return split(pred)[1]
+        return self.model(imgs, tgts, self.model.query_mask(imgs.device), seg_type,
+                          feature_ensemble=feature_ensemble, query_only=True)
 
     @torch.inference_mode()  # inference only; _forward itself stays differentiable
     def predict_torch(self, queries: torch.Tensor) -> torch.Tensor:
