@@ -212,6 +212,69 @@ class ObjectResult:
         }
 
 
+def _frame_names(n: int, frame_names: Sequence[str] | None) -> list[str]:
+    """The frame names as strings: ``frame_names``, or ``"0"``, ``"1"``, ... for ``n`` frames."""
+    return [str(i) for i in range(n)] if frame_names is None else [str(s) for s in frame_names]
+
+
+def _check_lengths(sequence: str, n: int, num_preds: int, num_names: int) -> None:
+    """Raise unless there are as many predictions and names as the ``n`` (>= 3) gt frames."""
+    if num_preds != n or num_names != n:
+        raise InputError(
+            f"{sequence}: {n} ground-truth frames but {num_preds} predictions and "
+            f"{num_names} frame names"
+        )
+    if n < 3:
+        raise InputError(
+            f"{sequence}: needs at least 3 annotated frames (the first and last are not scored), "
+            f"got {n}"
+        )
+
+
+def _num_objects(first_gt: np.ndarray) -> int:
+    """Number of objects of a sequence: the largest id of its first gt frame (void counts as 0)."""
+    first = np.asarray(first_gt)
+    return int(np.max(np.where(first == VOID_LABEL, 0, first)))
+
+
+def _checked_prediction(
+    pred: np.ndarray | None, gt: np.ndarray, t: int, name: str, sequence: str,
+    num_objects: int, ignore_extra_ids: bool,
+) -> np.ndarray:
+    """The prediction of scored frame ``t`` as an array, checked against its gt frame.
+
+    Raises:
+        InputError: the prediction is missing, its size differs from ``gt``, or (unless
+            ``ignore_extra_ids``) it holds an id above ``num_objects``.
+    """
+    if pred is None:
+        raise InputError(f"{name}: prediction missing for frame {t} of {sequence}")
+    pred = np.asarray(pred)
+    if pred.shape != gt.shape:
+        raise InputError(
+            f"{name}: prediction size {pred.shape[1::-1]} differs from the ground truth "
+            f"size {gt.shape[1::-1]} (width, height) in {sequence}"
+        )
+    top = int(pred.max()) if pred.size else 0
+    if top > num_objects and not ignore_extra_ids:
+        raise InputError(
+            f"{name}: predicted object id {top} but the first ground-truth frame of "
+            f"{sequence} has {num_objects} object(s)"
+        )
+    return pred
+
+
+def _score_frame(
+    results: Sequence[ObjectResult], t: int, gt: np.ndarray, pred: np.ndarray, bound_th: float
+) -> None:
+    """Write J and F of every object on scored frame ``t`` into slot ``t - 1`` of its result."""
+    void = gt == VOID_LABEL
+    for res in results:
+        k = res.object_id
+        res.J[t - 1] = region_similarity(gt == k, pred == k, void)
+        res.F[t - 1] = boundary_f_measure(gt == k, pred == k, void, bound_th)
+
+
 def evaluate_sequence(
     gt_frames: Sequence[np.ndarray],
     pred_frames: Sequence[np.ndarray | None],
@@ -243,45 +306,18 @@ def evaluate_sequence(
             above the number of objects.
     """
     n = len(gt_frames)
-    names = [str(i) for i in range(n)] if frame_names is None else [str(s) for s in frame_names]
-    if len(pred_frames) != n or len(names) != n:
-        raise InputError(
-            f"{sequence}: {n} ground-truth frames but {len(pred_frames)} predictions and "
-            f"{len(names)} frame names"
-        )
-    if n < 3:
-        raise InputError(
-            f"{sequence}: needs at least 3 annotated frames (the first and last are not scored), "
-            f"got {n}"
-        )
-    first = np.asarray(gt_frames[0])
-    num_objects = int(np.max(np.where(first == VOID_LABEL, 0, first)))
+    names = _frame_names(n, frame_names)
+    _check_lengths(sequence, n, len(pred_frames), len(names))
+    num_objects = _num_objects(gt_frames[0])
     results = [ObjectResult(sequence, k, names[1:-1], np.zeros(n - 2), np.zeros(n - 2))
                for k in range(1, num_objects + 1)]
     if num_objects == 0:
         return results
     for t in range(1, n - 1):
         gt = np.asarray(gt_frames[t])
-        pred = pred_frames[t]
-        if pred is None:
-            raise InputError(f"{names[t]}: prediction missing for frame {t} of {sequence}")
-        pred = np.asarray(pred)
-        if pred.shape != gt.shape:
-            raise InputError(
-                f"{names[t]}: prediction size {pred.shape[1::-1]} differs from the ground truth "
-                f"size {gt.shape[1::-1]} (width, height) in {sequence}"
-            )
-        top = int(pred.max()) if pred.size else 0
-        if top > num_objects and not ignore_extra_ids:
-            raise InputError(
-                f"{names[t]}: predicted object id {top} but the first ground-truth frame of "
-                f"{sequence} has {num_objects} object(s)"
-            )
-        void = gt == VOID_LABEL
-        for res in results:
-            k = res.object_id
-            res.J[t - 1] = region_similarity(gt == k, pred == k, void)
-            res.F[t - 1] = boundary_f_measure(gt == k, pred == k, void, bound_th)
+        pred = _checked_prediction(pred_frames[t], gt, t, names[t], sequence, num_objects,
+                                   ignore_extra_ids)
+        _score_frame(results, t, gt, pred, bound_th)
     return results
 
 

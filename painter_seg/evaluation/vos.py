@@ -196,6 +196,63 @@ def _evaluate_one(
     return results
 
 
+def _check_output_dir(output_dir: Path, pred: Path, gt: Path) -> None:
+    """Raise when ``output_dir`` lies inside the (existing) prediction or ground-truth folder."""
+    for folder, role in ((pred, "prediction"), (gt, "ground-truth")):
+        if folder.is_dir() and _inside(output_dir, folder):
+            raise InputError(f"{output_dir}: output folder lies inside the {role} folder {folder}")
+
+
+def _score_pairs(
+    pairs: Sequence[tuple[str, Path, Path]], bound_th: float, ignore_extra_ids: bool
+) -> list[tuple[str, list[ObjectResult]]]:
+    """Score every ``(name, pred_dir, gt_dir)`` pair in order: ``[(name, objects)]``."""
+    per_seq: list[tuple[str, list[ObjectResult]]] = []
+    for name, pred_dir, gt_dir in pairs:
+        per_seq.append((name, _evaluate_one(name, pred_dir, gt_dir, bound_th, ignore_extra_ids)))
+    return per_seq
+
+
+def _csv_text(per_seq: Sequence[tuple[str, list[ObjectResult]]]) -> str:
+    """``per_sequence.csv``: the header, one row per object, and a ``mean`` row per sequence
+    with objects."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for name, objs in per_seq:
+        stats = [o.stats() for o in objs]
+        for o, s in zip(objs, stats):
+            values = [_fmt(s[k]) for k in SUMMARY_KEYS]
+            writer.writerow([name, o.object_id] + values + [len(o.frames)])
+        if stats:
+            means = summarize(objs)
+            writer.writerow([name, "mean"] + [_fmt(means[k]) for k in SUMMARY_KEYS]
+                            + [len(objs[0].frames)])
+    return buf.getvalue()
+
+
+def _summary(objects: Sequence[ObjectResult], num_sequences: int) -> dict[str, object]:
+    """The official summary keys over all ``objects``, plus ``num_sequences`` and
+    ``num_objects``."""
+    summary: dict[str, object] = dict(summarize(objects))
+    summary["num_sequences"] = num_sequences
+    summary["num_objects"] = len(objects)
+    return summary
+
+
+def _write_reports(output_dir: Path, csv_text: str, summary: dict[str, object]) -> None:
+    """Create ``output_dir`` and write ``per_sequence.csv`` and ``summary.json`` (NaN as null)
+    atomically."""
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{output_dir}: cannot create output folder ({exc.strerror})") from None
+    _write_text(output_dir / "per_sequence.csv", csv_text)
+    text = json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v)
+                       for k, v in summary.items()}, indent=2)
+    _write_text(output_dir / "summary.json", text + "\n")
+
+
 def evaluate_vos(
     pred: PathLike,
     gt: PathLike,
@@ -230,41 +287,14 @@ def evaluate_vos(
             object to score.
     """
     pred, gt, output_dir = Path(pred), Path(gt), Path(output_dir)
-    for folder, role in ((pred, "prediction"), (gt, "ground-truth")):
-        if folder.is_dir() and _inside(output_dir, folder):
-            raise InputError(f"{output_dir}: output folder lies inside the {role} folder {folder}")
-    pairs = _pair_sequences(pred, gt, sequences)
-    per_seq: list[tuple[str, list[ObjectResult]]] = []
-    for name, pred_dir, gt_dir in pairs:
-        per_seq.append((name, _evaluate_one(name, pred_dir, gt_dir, bound_th, ignore_extra_ids)))
+    _check_output_dir(output_dir, pred, gt)
+    per_seq = _score_pairs(_pair_sequences(pred, gt, sequences), bound_th, ignore_extra_ids)
     objects = [o for _, objs in per_seq for o in objs]
     if not objects:
         raise InputError(f"{gt}: the first ground-truth frame of every sequence holds no object")
-
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-    for name, objs in per_seq:
-        stats = [o.stats() for o in objs]
-        for o, s in zip(objs, stats):
-            values = [_fmt(s[k]) for k in SUMMARY_KEYS]
-            writer.writerow([name, o.object_id] + values + [len(o.frames)])
-        if stats:
-            means = summarize(objs)
-            writer.writerow([name, "mean"] + [_fmt(means[k]) for k in SUMMARY_KEYS]
-                            + [len(objs[0].frames)])
-
-    summary: dict[str, object] = dict(summarize(objects))
-    summary["num_sequences"] = len(per_seq)
-    summary["num_objects"] = len(objects)
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"{output_dir}: cannot create output folder ({exc.strerror})") from None
-    _write_text(output_dir / "per_sequence.csv", buf.getvalue())
-    text = json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v)
-                       for k, v in summary.items()}, indent=2)
-    _write_text(output_dir / "summary.json", text + "\n")
+    csv_text = _csv_text(per_seq)
+    summary = _summary(objects, len(per_seq))
+    _write_reports(output_dir, csv_text, summary)
     return summary
 
 

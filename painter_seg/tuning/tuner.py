@@ -394,39 +394,72 @@ class PromptTuner:
         Returns:
             The :class:`TunedPrompt` (best validated prompt when validating, else the last one).
         """
-        cfg = self.config
         pairs = _checked_pairs(pairs)
+        pairs, val_pairs = self._split_validation(pairs, val_pairs)
+        ids, names = _classes(pairs, class_ids, class_names, self.config.ignore_index)
+        palette = build_palette(len(ids))
+        pairs, init_pair = self._shrunk(pairs, init_pair)
+        snapshot = self._initial_snapshot(pairs, ids, names, palette, seg_type, init_pair)
+        precision = resolve_precision(self.config.precision, self.device)
+        t0 = time.perf_counter()
+        run = self._train(pairs, val_pairs, snapshot, precision, progress)
+        image, mask = self._result_prompt(run, val_pairs)
+        summary = self._summary(run, len(pairs), len(val_pairs), t0, precision)
+        return dataclasses.replace(snapshot, image=image, mask=mask, summary=summary)
+
+    def _split_validation(self, pairs: list[LabeledImage],
+                          val_pairs: Sequence[LabeledImage] | None
+                          ) -> tuple[list[LabeledImage], list[LabeledImage]]:
+        """``(training pairs, validation pairs)``: ``val_pairs`` when given, else
+        ``config.val_fraction`` of ``pairs`` held out (with >= 3 pairs), else none."""
+        cfg = self.config
         if val_pairs is None and cfg.val_fraction > 0 and len(pairs) >= 3:
             tr, va = split_pairs(len(pairs), cfg.val_fraction, cfg.seed)
             pairs, val_pairs = [pairs[i] for i in tr], [pairs[i] for i in va]
-        val_pairs = list(val_pairs or [])
-        ids, names = _classes(pairs, class_ids, class_names, cfg.ignore_index)
-        palette = build_palette(len(ids))
+        return pairs, list(val_pairs or [])
+
+    def _shrunk(self, pairs: Sequence[LabeledImage], init_pair: LabeledImage | None
+                ) -> tuple[list[LabeledImage], LabeledImage | None]:
+        """The training pairs and ``init_pair`` (checked first) downscaled to a short side of at
+        most twice the prompt half's longer side."""
         side = 2 * max(self.half_size)
         pairs = [_shrink(p, side) for p in pairs]
         if init_pair is not None:
             init_pair = _shrink(_checked_pairs([init_pair])[0], side)
+        return pairs, init_pair
+
+    def _initial_snapshot(self, pairs: Sequence[LabeledImage], ids: list[int], names: list[str],
+                          palette: np.ndarray, seg_type: SegType | str | int,
+                          init_pair: LabeledImage | None) -> TunedPrompt:
+        """The :class:`TunedPrompt` of the initial prompt (:meth:`initial_prompt`) with the
+        classes, the model's name and its weights' fingerprint."""
         img0, mask0 = self.initial_prompt(pairs, ids, palette, init_pair)
-        snapshot = TunedPrompt(img0.clone(), mask0.clone(), palette, ids, names, seg_type,
-                               str(getattr(self.model, "config_name", type(self.model).__name__)),
-                               weights_fingerprint(self.model))
-        precision = resolve_precision(cfg.precision, self.device)
-        t0 = time.perf_counter()
-        run = self._train(pairs, val_pairs, snapshot, precision, progress)
+        return TunedPrompt(img0.clone(), mask0.clone(), palette, ids, names, seg_type,
+                           str(getattr(self.model, "config_name", type(self.model).__name__)),
+                           weights_fingerprint(self.model))
+
+    def _result_prompt(self, run: _Progress, val_pairs: Sequence[LabeledImage]
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The prompt to return, each ``[3, h, w]`` on CPU: the best validated one when
+        validating, else a copy of the last one."""
         if val_pairs:
-            image, mask = run.best
-        else:
-            image, mask = self.image.detach()[0].cpu().clone(), self.mask.detach()[0].cpu().clone()
-        summary = {
+            return run.best
+        return self.image.detach()[0].cpu().clone(), self.mask.detach()[0].cpu().clone()
+
+    def _summary(self, run: _Progress, num_train: int, num_val: int, t0: float,
+                 precision: str) -> dict[str, Any]:
+        """The run's summary stored in the :class:`TunedPrompt` (``t0``: start time of the
+        training, :func:`time.perf_counter`)."""
+        cfg = self.config
+        return {
             "steps": sum(1 for r in self.history if "loss" in r), "max_steps": cfg.steps,
             "stopped_early": run.stopped_early, "final_loss": run.last_loss,
-            "train_pairs": len(pairs), "val_pairs": len(val_pairs),
-            "best_val_miou": run.best_miou if val_pairs else None,
-            "best_step": run.best_step if val_pairs else None,
+            "train_pairs": num_train, "val_pairs": num_val,
+            "best_val_miou": run.best_miou if num_val else None,
+            "best_step": run.best_step if num_val else None,
             "seconds": round(time.perf_counter() - t0, 2), "device": str(self.device),
             "precision": precision, "config": cfg.to_dict(),
         }
-        return dataclasses.replace(snapshot, image=image, mask=mask, summary=summary)
 
     def _optimizer(self, img0: torch.Tensor, mask0: torch.Tensor
                    ) -> tuple[list[torch.nn.Parameter], torch.optim.Optimizer, Any]:
