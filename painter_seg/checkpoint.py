@@ -29,7 +29,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
-from .errors import CheckpointError
+from .errors import CheckpointError, InputError
+from .io.files import ensure_output_dir
 
 LAYOUTS = ("original", "hf", "safetensors")
 
@@ -330,7 +331,9 @@ def save_checkpoint(
         sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
     if layout == "hf" and (path.is_dir() or path.suffix == ""):
         path = path / "model.safetensors"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, not a checkpoint file")
+    ensure_output_dir(path.parent)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         if layout == "original":

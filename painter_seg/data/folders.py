@@ -302,9 +302,9 @@ def pair_folders(image_dir: PathLike, mask_dir: PathLike) -> list[Pair]:
         if not d.is_dir():
             raise InputError(f"{d}: {what} folder not found")
     pairs, missing = _match_by_stem(image_dir, mask_dir)
-    _warn_skipped(image_dir, missing)
-    if not pairs:
+    if not pairs:  # the error alone, without a warning per image first
         raise InputError(f"{image_dir}: no image has a mask of the same name in {mask_dir}")
+    _warn_skipped(image_dir, missing)
     return sorted(pairs, key=lambda p: _natural_key(p[0].name))
 
 

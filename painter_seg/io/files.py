@@ -24,11 +24,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         ...     tmp.write_text("{}")
 
     Raises:
-        InputError: the folder of ``path`` does not exist.
+        InputError: the folder of ``path`` does not exist, or ``path`` is a folder.
     """
     path = Path(path)
     if not path.parent.is_dir():
         raise InputError(f"{path}: output folder {path.parent} does not exist")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, not a file")
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp{path.suffix}")
     try:
         yield tmp
@@ -69,3 +71,37 @@ def ensure_output_dir(path: str | os.PathLike) -> Path:
     if not os.access(p, os.W_OK | os.X_OK):
         raise InputError(f"{path}: output folder is not writable")
     return p
+
+
+def check_output_dir(path: str | os.PathLike) -> Path:
+    """Check, without creating anything, that ``path`` can be an output folder: an existing folder,
+    or a path whose nearest existing ancestor is a writable folder (for jobs that run long before
+    they write, so that a bad output path fails first).
+
+    Raises:
+        InputError: ``path`` or one of its ancestors is a file, or the folder is not writable.
+    """
+    p = Path(path)
+    probe = p
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise InputError(f"{probe}: exists and is a file, not a folder"
+                         + ("" if probe == p else f" (output folder {path})"))
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise InputError(f"{path}: output folder is not writable")
+    return p
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name the same file or folder (resolved; the files need not exist)."""
+    return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+
+
+def is_inside(child: str | os.PathLike, parent: str | os.PathLike) -> bool:
+    """Whether ``child`` is ``parent`` or lies under it (resolved paths)."""
+    try:
+        Path(child).expanduser().resolve().relative_to(Path(parent).expanduser().resolve())
+        return True
+    except ValueError:
+        return False

@@ -7,9 +7,24 @@ imports it.
 """
 from __future__ import annotations
 
+import argparse
+import sys
 from dataclasses import dataclass
+from typing import NoReturn
 
-__all__ = ["JOBS", "JobSpec"]
+__all__ = ["JOBS", "ArgumentParser", "JobSpec"]
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """The parser of the argparse jobs (``convert``, ``benchmark``, ``gpu-check``): a bad argument is one line
+    ``error: --flag: problem`` on stderr and exit code 2, as in the Hydra jobs (argparse's own prints the
+    whole usage first; ``--help`` still shows it)."""
+
+    def error(self, message: str) -> NoReturn:
+        message = " ".join(message.split())
+        message = message.removeprefix("argument ")
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
 
 
 @dataclass(frozen=True)

@@ -93,6 +93,7 @@ from ..utils.profiling import (
     timed,
 )
 from ..utils.runtime import autocast, has_native_bf16, resolve_device
+from . import ArgumentParser
 
 __all__ = ["WORKLOADS", "Workload", "build_pair", "main", "make_calls", "model_mm_shape", "smooth_inputs"]
 
@@ -539,9 +540,16 @@ def _quality_labels(model: SegGPT, args, precisions: list[str], strategy: str
 
 def quality(args, device: torch.device) -> dict:
     """Label maps of each reduced precision against fp32 (and each against the ground truth)."""
+    from ..config import available
+
+    if args.quality_model not in available("model"):
+        raise InputError(f"--quality-model {args.quality_model}: unknown model; expected one of "
+                         f"{', '.join(available('model'))}")
     try:
         model = build_model(args.quality_model, checkpoint=args.checkpoint, device=device)
     except InputError as e:  # CheckpointError included: e.g. the shipped weights are not there yet
+        if args.checkpoint:  # weights the user named are unusable: an error, not a skipped section
+            raise
         print(f"quality: skipped, model {args.quality_model!r} has no usable weights ({e})")
         return {"skipped": str(e)}
     chosen = (_parse_precisions(args.precisions, device) if args.precisions  # bf16 even where emulated
@@ -578,7 +586,7 @@ def _hf_version() -> str | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="painter-seg benchmark", description=__doc__.split("\n\n")[0],
+    ap = ArgumentParser(prog="painter-seg benchmark", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="seggpt_vit_large",
                     help="model config (conf/model/<name>.yaml); seggpt_tiny for a quick run")
@@ -618,7 +626,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.repeats < 1 or args.warmup < 0:
         ap.error("--repeats must be >= 1 and --warmup >= 0")
+    for flag, value in (("--threads", args.threads), ("--episodes", args.episodes), ("--shots", args.shots)):
+        if value is not None and value < 1:
+            ap.error(f"{flag}={value}: expected an integer >= 1")
     return args
+
+
+def _check_json_path(path: Path) -> None:
+    """``--json`` can be written (checked before the run, which takes minutes): not a folder, and no file
+    stands where its folder must be."""
+    from ..io.files import check_output_dir
+
+    if path.is_dir():
+        raise InputError(f"--json {path}: is a folder, not a file")
+    check_output_dir(path.parent)
 
 
 def _write_report(path: Path, args, report: dict) -> None:
@@ -645,6 +666,8 @@ def main(argv: list[str] | None = None) -> int:
         print("error: the speed benchmark compares with transformers: pip install transformers", file=sys.stderr)
         return 2
     try:
+        if args.json:
+            _check_json_path(args.json)
         device = resolve_device(args.device)
         if args.process_rss:
             report = process_rss(args, device)

@@ -37,8 +37,48 @@ def run(cfg: DictConfig) -> int | None:
     if cfg.task == "vos":
         from . import evaluate_vos
 
+        _check_vos(cfg, evaluate_vos.METHODS)
         return evaluate_vos.run(cfg)
     raise InputError(f"task={cfg.task}: expected few_shot or vos")
+
+
+def _check_vos(cfg: DictConfig, methods: tuple[str, ...]) -> None:
+    """``clips`` and ``methods`` of ``task=vos``, before folders are written or a model is built."""
+    clips = cfg.get("clips")
+    if clips is not None and (isinstance(clips, bool) or not isinstance(clips, int) or clips < 0):
+        raise InputError(f"clips={clips}: expected a number of generated clips >= 1 (or null)")
+    chosen = cfg.get("methods")
+    chosen = [chosen] if isinstance(chosen, str) else list(chosen or [])
+    bad = [m for m in chosen if m not in methods]
+    if bad or not chosen:
+        raise InputError(f"methods={chosen}: expected some of {', '.join(methods)}")
+
+
+def _check_few_shot(cfg: DictConfig) -> None:
+    """Counts and options of ``task=few_shot``, before data is read or a model is built."""
+    from ..codec import SegType
+
+    SegType.parse(cfg.seg_type)
+    if int(cfg.episodes_per_class) < 1:
+        raise InputError(f"episodes_per_class={cfg.episodes_per_class}: expected >= 1")
+    data = cfg.get("data") or {}
+    if data.get("source") == "synthetic" and data.get("size") is not None:
+        size = data.get("size")
+        size = list(size) if isinstance(size, (list, ListConfig)) else None
+        if size is None or len(size) != 2 or not all(isinstance(v, int) and v >= 32 for v in size):
+            raise InputError(f"data.size={data.get('size')}: expected [height, width], each >= 32")
+
+
+def _rows(cfg: DictConfig) -> list[str] | None:
+    """``rows`` as a list (one string is one row: ``rows=plain@1``); None when not set."""
+    rows = cfg.get("rows")
+    if rows is None:
+        return None
+    if isinstance(rows, str):
+        return [rows]
+    if isinstance(rows, (list, ListConfig)):
+        return list(rows)
+    raise InputError(f"rows={rows}: expected a list such as [plain@1,feature_ensemble@5]")
 
 
 def _episodes(cfg: DictConfig, shots: int) -> tuple[object, str, int | None]:
@@ -84,8 +124,8 @@ def _score(ep: EvalEpisode, segmenters: dict, meters: dict[str, FewShotMeter], s
 def run_few_shot(cfg: DictConfig) -> dict:
     """mIoU / FB-IoU of one or more ``strategy@K`` rows and the trivial baselines on the same episodes;
     prints a table and writes ``few_shot_report.json`` to ``cfg.output_dir``."""
-    rows = parse_rows(list(cfg.rows) if isinstance(cfg.get("rows"), (list, ListConfig)) else None,
-                      cfg.strategy.name, cfg.shots)
+    rows = parse_rows(_rows(cfg), cfg.strategy.name, cfg.shots)
+    _check_few_shot(cfg)
     shots = max(k for _, k in rows)
     episodes, source, num = _episodes(cfg, shots)
     first = next(iter(episodes), None)  # data errors surface before the model is built

@@ -47,11 +47,12 @@ import torch
 from .. import build_model
 from ..codec import denormalize_tensor
 from ..errors import InputError
-from ..io.files import atomic_write_bytes
+from ..io.files import atomic_write_bytes, check_output_dir
 from ..model import SegGPT
 from ..strategies import build_strategy
 from ..utils.profiling import count_gflop, device_name, matmul_rate, median_ms, peak_memory, timed
 from ..utils.runtime import autocast, has_native_bf16, resolve_device, resolve_precision
+from . import ArgumentParser
 from .benchmark import model_mm_shape, smooth_inputs
 
 __all__ = ["build_parser", "main", "run_check", "write_report"]
@@ -80,7 +81,13 @@ class Context:
 def random_model(name: str, seed: int, overrides: list[str]) -> SegGPT:
     """``name``'s architecture with every tensor random (seeded), fp32, CPU, eval mode."""
     torch.manual_seed(seed)
-    model = build_model(name, pretrained=False, overrides=overrides)
+    try:
+        model = build_model(name, pretrained=False, overrides=overrides)
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a bad --override surfaces as whatever the model's __init__ raises
+        raise InputError(f"--override {' '.join(overrides)}: model {name} cannot be built with it "
+                         f"({_first_line(e.__cause__ or e)})") from None
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():  # zero-initialised rel-pos tables and biases included
         for p in model.parameters():
@@ -450,7 +457,7 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="painter-seg gpu-check", description=__doc__.split("\n\n")[0],
+    ap = ArgumentParser(prog="painter-seg gpu-check", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda", help="cuda[:N] | cpu | auto")
     ap.add_argument("--model", default="seggpt_vit_large", help="model config (random weights)")
@@ -485,6 +492,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             args.video_frames < 2 or args.warmup < 0 or args.video_context < 0:
         ap.error("--ensemble, --agree-batch, --repeats, --tune-batch, --tune-steps must be >= 1, "
                  "--video-frames >= 2, --warmup and --video-context >= 0")
+    for flag, value in (("--max-minutes", args.max_minutes), ("--parity-tol", args.parity_tol),
+                        ("--mm-square", args.mm_square)):
+        if value is not None and not value >= 0:
+            ap.error(f"{flag}={value}: expected a number >= 0")
     cuda = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
     args.compile = {"on": True, "off": False, "auto": cuda}[args.compile]
     args.mm_square = (8192 if cuda else 0) if args.mm_square is None else args.mm_square
@@ -496,6 +507,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the check and write its report; 0 when every section ran, 1 when one failed, 2 on bad input."""
     args = parse_args(argv)
     try:
+        check_output_dir(args.out)  # before minutes of measurements, not after
         report = run_check(args)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)

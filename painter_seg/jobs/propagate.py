@@ -20,11 +20,11 @@ from ..codec import SegType, resize_labels
 from ..errors import InputError
 from ..io.files import atomic_path, ensure_output_dir
 from ..io.images import overlay
-from ..io.masks import load_mask, read_label_png, save_label_png
+from ..io.masks import LoadedMask, load_mask, read_label_png, save_label_png
 from ..io.video import FrameSource, Mp4Writer
 from ..model import SegGPT
 from ..utils.dist import DistInfo
-from ..utils.runtime import resolve_device
+from ..utils.runtime import resolve_device, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -85,21 +85,22 @@ def _later_masks(prop: VideoPropagator, state, frames: FrameSource, masks_dir: P
         prop.add_mask(state, idx, labels)
 
 
-def propagate_video(prop: VideoPropagator, video: Path, first_mask: Path, out_dir: Path,
-                    overwrite: bool = False, write_overlay: bool = True, show_progress: bool = True,
-                    masks_dir: Path | None = None) -> dict:
-    """Propagate ``first_mask`` (annotating frame 0) through ``video``; write one palette PNG per frame (named
-    after the frame), ``overlay.mp4`` and ``summary.json`` in ``out_dir``. Frames whose PNG already exists are
-    neither predicted nor written again (resume; they are read back for the context) unless ``overwrite``.
-    Nothing is ever written into the input folder. ``masks_dir``: later annotations (PNGs named after their
-    frames), e.g. objects that appear after frame 0.
+def _check_masks_dir(masks_dir: Path, out_dir: Path) -> None:
+    if not masks_dir.exists():
+        raise InputError(f"masks={masks_dir}: folder not found")
+    if not masks_dir.is_dir():
+        raise InputError(f"masks={masks_dir}: not a folder (a folder of PNGs named after their frames)")
+    if _inside(out_dir, masks_dir):
+        raise InputError(f"{out_dir}: output dir is inside the input masks folder {masks_dir}")
 
-    Raises:
-        InputError: unusable video, frames or mask, or an output dir inside the input folder or holding the
-            masks of another first mask (one-line message naming the file).
-    """
+
+def _open_inputs(video: Path, first_mask: Path, out_dir: Path, masks_dir: Path | None, overwrite: bool
+                 ) -> tuple[FrameSource, LoadedMask, list[str]]:
+    """The frames, the first mask (checked against them) and the warnings so far; nothing written yet."""
     if video.is_dir() and _inside(out_dir, video):
         raise InputError(f"{out_dir}: output dir is inside the input video folder {video}")
+    if masks_dir is not None:
+        _check_masks_dir(masks_dir, out_dir)
     frames = FrameSource(video)
     warnings = []
     if frames.missing:
@@ -115,36 +116,78 @@ def propagate_video(prop: VideoPropagator, video: Path, first_mask: Path, out_di
         raise InputError(f"{first_mask}: object ids above 255 (max {mask.labels.max()})")
     if not mask.labels.any():
         raise InputError(f"{first_mask}: first mask has no objects (all background)")
+    if overwrite and (out_dir / f"{frames.names[0]}.png").resolve() == first_mask.resolve():
+        raise InputError(f"{out_dir}: overwrite=true would overwrite the first mask {first_mask}")
+    return frames, mask, warnings
+
+
+def _palette(object_ids, mask: LoadedMask) -> np.ndarray:
+    """One colour per object; the user's palette colours and ids kept (DAVIS convention)."""
+    palette = object_colors(object_ids)
+    if mask.palette is not None:
+        palette[: len(mask.palette)] = np.where(mask.palette.any(axis=1, keepdims=True), mask.palette,
+                                                palette[: len(mask.palette)])
+    return palette
+
+
+def _written_before(frames: FrameSource, out_dir: Path, mask: LoadedMask, first_mask: Path, overwrite: bool
+                    ) -> dict[int, Path]:
+    """Frame index -> PNG an earlier run wrote (resume); empty with ``overwrite``. An output dir holding
+    another first-frame mask is refused."""
+    if overwrite:
+        return {}
+    written = {i: out_dir / f"{n}.png" for i, n in enumerate(frames.names) if (out_dir / f"{n}.png").is_file()}
+    if 0 in written and not np.array_equal(read_label_png(written[0]), mask.labels):
+        raise InputError(f"{written[0]}: holds another first-frame mask than {first_mask}; "
+                         "pass overwrite=true or another output_dir")
+    return written
+
+
+def _write_masks(prop: VideoPropagator, state, frames: FrameSource, out_dir: Path, palette: np.ndarray,
+                 written_before: dict[int, Path], writer: Mp4Writer | None, desc: str, show_progress: bool
+                 ) -> tuple[int, dict]:
+    """Propagate; write each new frame's PNG (and overlay frame). Returns (PNGs written, object areas)."""
+    known = _WrittenFrames({i: p for i, p in written_before.items() if i > 0})
+    written, areas = 0, {}
+    for idx, labels in tqdm(prop.propagate(state, known=known), total=len(frames), desc=desc, unit="frame",
+                            disable=not show_progress):
+        name = frames.names[idx]
+        if idx not in written_before:
+            save_label_png(out_dir / f"{name}.png", labels, palette)
+            written += 1
+        areas[name] = {str(i): int((labels == i).sum()) for i in state.object_ids}
+        if writer is not None:
+            writer.write(overlay(state.frames.last_frame, labels, palette))  # the frame just read
+    return written, areas
+
+
+def propagate_video(prop: VideoPropagator, video: Path, first_mask: Path, out_dir: Path,
+                    overwrite: bool = False, write_overlay: bool = True, show_progress: bool = True,
+                    masks_dir: Path | None = None) -> dict:
+    """Propagate ``first_mask`` (annotating frame 0) through ``video``; write one palette PNG per frame (named
+    after the frame), ``overlay.mp4`` and ``summary.json`` in ``out_dir``. Frames whose PNG already exists are
+    neither predicted nor written again (resume; they are read back for the context) unless ``overwrite``.
+    Nothing is ever written into the input folder. ``masks_dir``: later annotations (PNGs named after their
+    frames), e.g. objects that appear after frame 0.
+
+    Raises:
+        InputError: unusable video, frames or mask, or an output dir inside the input folder or holding the
+            masks of another first mask (one-line message naming the file).
+    """
+    masks_dir = Path(masks_dir) if masks_dir is not None else None
+    frames, mask, warnings = _open_inputs(video, first_mask, out_dir, masks_dir, overwrite)
     out_dir = ensure_output_dir(out_dir)
     state = prop.init(frames)
     prop.add_mask(state, 0, mask.labels)
     if masks_dir is not None:
-        _later_masks(prop, state, frames, Path(masks_dir), warnings)
-    palette = object_colors(state.object_ids)
-    if mask.palette is not None:  # keep the user's colours and ids (DAVIS convention)
-        palette[: len(mask.palette)] = np.where(mask.palette.any(axis=1, keepdims=True), mask.palette,
-                                                palette[: len(mask.palette)])
-    written_before: dict[int, Path] = {}
-    if not overwrite:
-        written_before = {i: out_dir / f"{n}.png" for i, n in enumerate(frames.names)
-                          if (out_dir / f"{n}.png").is_file()}
-        if 0 in written_before and not np.array_equal(read_label_png(written_before[0]), mask.labels):
-            raise InputError(f"{written_before[0]}: holds another first-frame mask than {first_mask}; "
-                             "pass overwrite=true or another output_dir")
-    known = _WrittenFrames({i: p for i, p in written_before.items() if i > 0})
+        _later_masks(prop, state, frames, masks_dir, warnings)
+    palette = _palette(state.object_ids, mask)
+    written_before = _written_before(frames, out_dir, mask, first_mask, overwrite)
     writer = Mp4Writer(out_dir / "overlay.mp4", frames.fps, frames.size) if write_overlay else None
-    written, areas, t0 = 0, {}, time.perf_counter()
-    ok = False
+    t0, ok = time.perf_counter(), False
     try:
-        for idx, labels in tqdm(prop.propagate(state, known=known), total=len(frames), desc=video.name,
-                                unit="frame", disable=not show_progress):
-            name = frames.names[idx]
-            if idx not in written_before:
-                save_label_png(out_dir / f"{name}.png", labels, palette)
-                written += 1
-            areas[name] = {str(i): int((labels == i).sum()) for i in state.object_ids}
-            if writer is not None:
-                writer.write(overlay(state.frames.last_frame, labels, palette))  # the frame just read
+        written, areas = _write_masks(prop, state, frames, out_dir, palette, written_before, writer, video.name,
+                                      show_progress)
         ok = True
     finally:
         if writer is not None:
@@ -153,7 +196,8 @@ def propagate_video(prop: VideoPropagator, video: Path, first_mask: Path, out_di
     summary = {
         "video": str(video), "first_mask": str(first_mask), "frames": len(frames), "written": written,
         "resumed": len(written_before), "objects": [int(i) for i in state.object_ids],
-        "context_frames": prop.context_frames, "settings": dataclasses.asdict(prop.settings), "seconds": round(secs, 2), "warnings": warnings,
+        "context_frames": prop.context_frames, "settings": dataclasses.asdict(prop.settings),
+        "seconds": round(secs, 2), "warnings": warnings,
         "fps": round(max(written, 1) / secs, 3) if secs > 0 else None,
         "object_area_per_frame": areas,
     }
@@ -165,7 +209,11 @@ def propagate_video(prop: VideoPropagator, video: Path, first_mask: Path, out_di
 def build_propagator(cfg: DictConfig, model: SegGPT) -> VideoPropagator:
     """The propagator of a propagate/evaluate config: the model config's ``video:`` block (its defaults),
     with the entry config's ``context_frames`` when not null."""
-    settings = VideoSettings.from_config(cfg.model.get("video"), context_frames=cfg.context_frames)
+    ctx = cfg.context_frames
+    if ctx is not None and (isinstance(ctx, bool) or not isinstance(ctx, int)):
+        raise InputError(f"context_frames={ctx!r}: expected an integer >= 0 (or null: the model's)")
+    resolve_precision(str(cfg.precision), next(model.parameters()).device)  # a bad value fails before the frames
+    settings = VideoSettings.from_config(cfg.model.get("video"), context_frames=ctx)
     return VideoPropagator(model, settings, seg_type=SegType.parse(cfg.seg_type), precision=cfg.precision)
 
 
@@ -182,7 +230,8 @@ def run(cfg: DictConfig) -> int:
         root = Path(cfg.root)
         if _inside(out_root, root):
             raise InputError(f"{out_root}: output dir is inside the input data set {root}")
-        seqs = list(cfg.sequences) if cfg.sequences else list_davis_sequences(root)
+        found = list_davis_sequences(root)  # the root's layout is checked once, named sequences or not
+        seqs = list(cfg.sequences) if cfg.sequences else found
         failures = []
         for seq in seqs[dist.rank :: dist.world_size]:
             try:

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..build import build_model
 from ..codec.canvas import denormalize
 from ..errors import InputError
-from ..io.files import ensure_output_dir
+from ..io.files import ensure_output_dir, is_inside, same_file
 from ..io.images import save_image
 from ..io.plots import save_curves
 from ..model import SegGPT
@@ -28,7 +28,21 @@ def tune_config(cfg: DictConfig, **overrides) -> TuneConfig:
     """The :class:`TuneConfig` of a job config: its keys that are ``TuneConfig`` fields, then
     ``overrides``."""
     picked = OmegaConf.create({k: cfg[k] for k in TuneConfig.field_names() if k in cfg})
-    return TuneConfig.from_dict({**OmegaConf.to_container(picked, resolve=True), **overrides})
+    tc = TuneConfig.from_dict({**OmegaConf.to_container(picked, resolve=True), **overrides})
+    _check_ranges(tc)
+    return tc
+
+
+def _check_ranges(tc: TuneConfig) -> None:
+    """The ranges :class:`TuneConfig` itself leaves to the optimiser (whose errors are tracebacks)."""
+    if not tc.weight_decay >= 0:
+        raise InputError(f"weight_decay={tc.weight_decay}: expected >= 0")
+    if not 0 <= tc.min_lr_ratio <= 1:
+        raise InputError(f"min_lr_ratio={tc.min_lr_ratio}: expected 0 <= min_lr_ratio <= 1")
+    if tc.max_pairs_init < 1:
+        raise InputError(f"max_pairs_init={tc.max_pairs_init}: expected >= 1")
+    if tc.init_index < 0:
+        raise InputError(f"init_index={tc.init_index}: expected >= 0")
 
 
 def scene_of(cfg: DictConfig) -> Scene:
@@ -41,10 +55,24 @@ def scene_of(cfg: DictConfig) -> Scene:
 
 
 def output_path(cfg: DictConfig) -> Path:
-    """``cfg.output`` (a ``.safetensors`` file), its folder created."""
+    """``cfg.output`` (a ``.safetensors`` file), its folder created: not the checkpoint, not a folder, and
+    not inside the image or mask folders (its PNGs would join the scene's images).
+
+    Raises:
+        InputError: one line naming ``output``.
+    """
     out = Path(str(cfg.output))
     if out.suffix != ".safetensors":
         raise InputError(f"output={out}: the tuned prompt is a .safetensors file")
+    if out.is_dir():
+        raise InputError(f"output={out}: is a folder, not a file")
+    ckpt = cfg.get("checkpoint") or cfg.model.get("checkpoint")
+    if ckpt and same_file(out, str(ckpt)):
+        raise InputError(f"output={out}: would overwrite the checkpoint")
+    for key in ("images", "masks"):
+        folder = cfg.get(key)
+        if folder and Path(str(folder)).is_dir() and is_inside(out.parent, str(folder)):
+            raise InputError(f"output={out}: lies inside the input folder {key}={folder}")
     ensure_output_dir(out.parent)
     return out
 
@@ -81,6 +109,7 @@ def tune(cfg: DictConfig, model: SegGPT, scene: Scene, init_pair: LabeledImage |
 def run(cfg: DictConfig) -> int:
     """Tune a prompt on the scene named by ``cfg`` and write it with its PNGs."""
     out = output_path(cfg)
+    tune_config(cfg)  # bad tuning values fail before the images are read and the model is built
     scene = scene_of(cfg)
     model = build_model(cfg.model, checkpoint=cfg.checkpoint, device=resolve_device(cfg.device))
     prompt, tuner = tune(cfg, model, scene)

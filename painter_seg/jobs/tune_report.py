@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ..apps.few_shot import FewShotSegmenter
 from ..build import build_model
@@ -32,7 +32,7 @@ from ..model import SegGPT
 from ..tuning import Scene, score_pairs, split_pairs, synthetic_scene
 from ..tuning.scene import LabeledImage
 from ..utils.runtime import resolve_device, resolve_precision
-from .tune import output_path, scene_of, tune, write_prompt_files
+from .tune import output_path, scene_of, tune, tune_config, write_prompt_files
 
 
 class _Rows:
@@ -53,12 +53,30 @@ def _scene(cfg: DictConfig) -> Scene:
     r = cfg.report
     if r.scene not in (None, "synthetic"):
         raise InputError(f"report.scene={r.scene}: expected synthetic or null (use images=/masks=)")
+    _check_report(r)
     scene = (synthetic_scene(int(cfg.seed), int(r.views), r.size, int(r.num_classes))
              if r.scene == "synthetic" else scene_of(cfg))
     if len(scene.pairs) < 2:
         raise InputError(f"{scene.source}: the report needs at least 2 labelled images, found "
                          f"{len(scene.pairs)}")
     return scene
+
+
+def _check_report(r: DictConfig) -> None:
+    """The ``report.*`` values, before any image is read or generated (one line naming the key)."""
+    if not 0 < r.holdout < 1:
+        raise InputError(f"report.holdout={r.holdout}: expected a share 0 < holdout < 1")
+    if r.max_candidates < 1:
+        raise InputError(f"report.max_candidates={r.max_candidates}: expected >= 1")
+    if r.scene != "synthetic":
+        return
+    if r.views < 2:
+        raise InputError(f"report.views={r.views}: expected >= 2 (training and held-out views)")
+    if not 1 <= r.num_classes <= 8:
+        raise InputError(f"report.num_classes={r.num_classes}: expected 1..8")
+    size = list(r.size) if OmegaConf.is_list(r.size) else None
+    if size is None or len(size) != 2 or not all(isinstance(v, int) and v >= 32 for v in size):
+        raise InputError(f"report.size={r.size}: expected [height, width], each >= 32")
 
 
 def _best_single_pair(cfg: DictConfig, rows: _Rows, prompted, train: list[LabeledImage]
@@ -78,6 +96,7 @@ def _best_single_pair(cfg: DictConfig, rows: _Rows, prompted, train: list[Labele
 def make_report(cfg: DictConfig) -> dict:
     """Score the rows of the module docstring on one scene, write the tuned prompt and the JSON
     report; returns the report."""
+    tune_config(cfg, **({"init": "pair"} if str(cfg.init) == "best" else {}))  # fail before any work
     scene = _scene(cfg)
     out = output_path(cfg)
     tr, ho = split_pairs(len(scene.pairs), float(cfg.report.holdout), int(cfg.seed))

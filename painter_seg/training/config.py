@@ -82,6 +82,20 @@ class TrainConfig:
         _check(self.num_workers >= 0, "train.num_workers must be >= 0")
         _check(self.val_every is None or self.val_every >= 0, "train.val_every must be >= 0")
         _check(self.val_batch_size >= 1, "train.val_batch_size must be >= 1")
+        _check(self.weight_decay >= 0, f"train.weight_decay must be >= 0, got {self.weight_decay}")
+        _check(all(0 <= b < 1 for b in self.betas), f"train.betas must be in [0, 1), got {list(self.betas)}")
+        _check(self.grad_clip is None or self.grad_clip >= 0,
+               f"train.grad_clip must be >= 0 (0/null = no clipping), got {self.grad_clip}")
+        _check(self.log_every >= 1, f"train.log_every must be >= 1, got {self.log_every}")
+        _check(self.save_every is None or self.save_every >= 0,
+               f"train.save_every must be >= 0 (0/null = at the end only), got {self.save_every}")
+        _check(self.max_minutes is None or self.max_minutes > 0,
+               f"train.max_minutes must be > 0 or null, got {self.max_minutes}")
+        _check(self.stop_after_steps is None or self.stop_after_steps >= 1,
+               f"train.stop_after_steps must be >= 1 or null, got {self.stop_after_steps}")
+        _check(self.min_mask_patches >= 1, f"train.min_mask_patches must be >= 1, got {self.min_mask_patches}")
+        _check(self.max_mask_patches is None or self.max_mask_patches >= self.min_mask_patches,
+               f"train.max_mask_patches must be >= train.min_mask_patches or null, got {self.max_mask_patches}")
 
 
 @dataclass

@@ -135,6 +135,8 @@ def load_scene(images: str | Path | None, masks: str | Path | None = None, *, la
         InputError: no or unreadable folders, mismatched masks, unknown or unnamed classes.
     """
     seg = SegType.parse(seg_type)
+    if max_side is not None and not (isinstance(max_side, int) and max_side >= 0):
+        raise InputError(f"max_side={max_side}: expected a side in pixels >= 1 (0 or null: no limit)")
     if not images:
         raise InputError("give images=<folder> (with masks=<folder>), or a FSS-1000 / PerSeg / "
                          "flat-pairs folder")
