@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from .errors import InputError
 from .jobs import JOBS, JobSpec
 
-__all__ = ["check_group_choices", "check_types", "main", "run_job"]
+__all__ = ["check_group_choices", "check_overrides", "check_types", "main", "run_job"]
 
 PROG = "painter-seg"
 
@@ -97,6 +97,38 @@ def check_types(cfg: DictConfig, reference: DictConfig) -> None:
     walk(reference, "")
 
 
+def check_overrides(config_name: str, args: Sequence[str]) -> None:
+    """The overrides compose with the entry config (``stepz=3`` -> one line naming the key, instead of
+    Hydra's multi-line error and exit code 1). Hydra's own flags (``--help``, ``--cfg``...) are left to it."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from .config import conf_dir
+
+    if any(a.startswith("-") for a in args) or GlobalHydra.instance().is_initialized():
+        return
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+            compose(config_name=config_name, overrides=list(args))
+    except (HydraException, OmegaConfBaseException) as e:
+        text = " ".join(str(e).split())
+        key = getattr(e, "full_key", None) or _quoted_key(text)
+        if key and ("not in struct" in text or "Could not override" in text or "Could not append" in text):
+            arg = next((a for a in args if a.lstrip("+~").partition("=")[0] == key), key)
+            raise InputError(f"{arg}: unknown key {key!r} in {config_name}.yaml "
+                             f"({PROG} {config_name} --help lists the keys)") from None
+        raise InputError(f"bad override: {text}") from None
+
+
+def _quoted_key(text: str) -> str | None:
+    import re
+
+    m = re.search(r"override '([^']+)'", text) or re.search(r"Key '([^']+)'", text)
+    return m.group(1) if m else None
+
+
 def _run_hydra(name: str, spec: JobSpec, entry: Callable[[DictConfig], int | None],
                args: Sequence[str]) -> None:
     import hydra
@@ -112,6 +144,7 @@ def _run_hydra(name: str, spec: JobSpec, entry: Callable[[DictConfig], int | Non
 
     try:
         check_group_choices(args)
+        check_overrides(str(spec.config), args)
     except InputError as e:
         _fail(e)
 

@@ -59,7 +59,9 @@ def _check_speed_report(doc: dict, stdout: str, precisions: tuple[str, ...], mem
     for w in WORKLOADS:
         assert {res[f"{w}/{p}"]["gflop"] for p in precisions} == {doc["meta"]["gflop_per_call"][w]}
         assert doc["meta"]["gflop_per_call"][w] > 0
-    assert res["fe4/fp32"]["gflop"] > 3 * res["1prompt/fp32"]["gflop"]
+    # K = 4 prompts: four encoder passes, one decode of one query half (the ensemble's rows are equal)
+    one, fe4 = res["1prompt/fp32"]["gflop"], res["fe4/fp32"]["gflop"]
+    assert 1.5 * one < fe4 < 4 * one
     for key, row in res.items():  # tolerances: the report's rounding (0.1 GFLOP/s, 4 decimals)
         gflops = row["gflop"] / row["ours_ms"] * 1e3
         assert row["ours_gflops"] == pytest.approx(gflops, abs=0.051), key

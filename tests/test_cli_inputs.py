@@ -187,6 +187,11 @@ BAD_ARGUMENTS = [
     ("bg_threshold=2", "bg_threshold=2: expected a score in [0, 1)"),
     ("compile=maybe", "compile='maybe': expected true or false"),
     ("seg_type=foo", "seg_type='foo': expected semantic or instance"),
+    ("stepz=3", "stepz=3: unknown key 'stepz' in segment.yaml (painter-seg segment --help lists the keys)"),
+    ("prompt.imagez=[a.png]", ("prompt.imagez=[a.png]: unknown key 'prompt.imagez' in segment.yaml "
+                               "(painter-seg segment --help lists the keys)")),
+    ("max_side=[1", ("bad override: no viable alternative at input '[1' See "
+                     "https://hydra.cc/docs/1.2/advanced/override_grammar/basic for details")),
 ]
 
 
@@ -206,3 +211,12 @@ def test_plain_strategy_with_two_prompts_is_one_line(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip().splitlines()[-1] == ("error: the plain strategy takes exactly one prompt, got 2; use "
                                                  "spatial_ensemble or feature_ensemble for several")
+
+
+def test_train_resume_takes_a_path(tmp_path):
+    """``resume`` is false, true or a path: a path passes the type check and a missing one is one line."""
+    r = run_cli("train", "+experiment=smoke", f"resume={tmp_path / 'nope' / 'last.pt'}",
+                f"output_dir={tmp_path / 'out'}")
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == (
+        f"error: resume={tmp_path / 'nope' / 'last.pt'}: checkpoint not found ({tmp_path / 'nope' / 'last.pt'})")
