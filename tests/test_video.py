@@ -499,3 +499,20 @@ def test_resume_from_written_frames_is_exact(lar_clip, small_model, per_object_r
     resumed = _run(VideoPropagator(small_model, PER_OBJECT), lar_clip["dir"], {0: lar_clip["labels"][0]},
                    known=known)
     assert all(np.array_equal(a, b) for a, b in zip(per_object_run, resumed))
+
+
+# ------------------------------------------------------------------------- priors and edge refinement
+
+
+def test_gate_is_the_prior_grown_by_a_share_of_its_size():
+    from painter_seg.apps.video import _gate_mask
+
+    prior = np.zeros((120, 160), np.float32)
+    prior[50:70, 70:90] = 1.0  # 20 x 20: grown by 0.5 x 20 = 10 px
+    gate = _gate_mask(prior, 0.5)
+    assert gate[50:70, 70:90].all()
+    assert gate[60, 60] and gate[60, 99] and gate[40, 80] and gate[79, 80]  # 10 px out on each side
+    assert not gate[60, 58] and not gate[60, 101] and not gate[37, 80] and not gate[82, 80]
+    assert not gate[41, 61]  # the corner is round: 9 px out on both axes is 12.7 px away
+    assert not _gate_mask(np.zeros_like(prior), 0.5).any()
+

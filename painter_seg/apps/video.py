@@ -258,8 +258,14 @@ def flow_gray(frame: np.ndarray) -> np.ndarray:
 
 def backward_flow(prev_gray: np.ndarray, gray: np.ndarray) -> np.ndarray:
     """DIS optical flow from ``gray`` (frame t) to ``prev_gray`` (t-1): ``[h, w, 2]`` float32 (dx, dy) at the
-    flow's scale; pixel x of frame t came from ``x + flow[x]`` in frame t-1."""
+    flow's scale; pixel x of frame t came from ``x + flow[x]`` in frame t-1.
+
+    OpenCV's MEDIUM preset refined down to the finest pyramid level (finest scale 0 instead of 1) with 3
+    variational refinement iterations: on DAVIS 2016 the flow-only propagation scores J&F 54.9 with it,
+    50.2 with the plain preset (docs/video)."""
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    dis.setFinestScale(0)
+    dis.setVariationalRefinementIterations(3)
     return dis.calc(gray, prev_gray, None)
 
 
@@ -279,11 +285,13 @@ def warp_mask(mask: np.ndarray, flow: np.ndarray) -> np.ndarray:
 
 
 def _gate_mask(prior: np.ndarray, gate: float) -> np.ndarray:
-    """Where an object may be: the warped prior (> 0.5) dilated by ``gate`` x its size (sqrt of area)."""
-    core = (prior > 0.5).astype(np.uint8)
+    """Where an object may be: the warped prior (> 0.5) grown by ``gate`` x its size (sqrt of area), as
+    the pixels within that Euclidean distance of it (a distance transform: linear in the frame's pixels,
+    where a disc-shaped dilation grows with the disc)."""
+    core = prior > 0.5
     r = max(2, round(gate * np.sqrt(core.sum())))
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
-    return cv2.dilate(core, kernel) > 0
+    dist = cv2.distanceTransform((~core).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_5)
+    return dist <= r
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
