@@ -107,7 +107,7 @@ class TrainJobConfig:
             ``model.safetensors`` and ``summary.json`` here.
         init_checkpoint: starting weights (.pth, HF snapshot, .safetensors); None = random.
         init_strict: exact key/shape match of ``init_checkpoint`` (False: copy what fits).
-        resume: False | True (``output_dir/last.pt`` if present) | path to a ``last.pt`` or its folder.
+        resume: None or False | True (``output_dir/last.pt`` if present) | path to a ``last.pt`` or its folder.
         seed: model init, data order, samples and masks all derive from it.
         device: ``auto`` | ``cpu`` | ``cuda[:N]``; under torchrun each rank uses ``cuda:LOCAL_RANK``.
         precision: ``auto`` | ``fp32`` | ``bf16`` | ``fp16`` autocast (``auto``:
@@ -120,7 +120,7 @@ class TrainJobConfig:
     output_dir: str = "outputs/train"
     init_checkpoint: str | None = None
     init_strict: bool = True
-    resume: bool | str = False
+    resume: bool | str | None = None
     seed: int = 0
     device: str = "auto"
     precision: str = "fp32"
