@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InputError
-from ..io.files import atomic_path
+from ..io.files import atomic_path, is_inside
 from ..io.masks import davis_palette
 from .jf import BOUND_TH, SUMMARY_KEYS, ObjectResult, evaluate_sequence, summarize
 
@@ -146,12 +146,6 @@ def _pair_sequences(pred: Path, gt: Path, only: Sequence[str] | None = None
     return pairs
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    """Whether ``path`` is ``folder`` or lies below it (both resolved)."""
-    path, folder = path.resolve(), folder.resolve()
-    return path == folder or folder in path.parents
-
-
 def _write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically (UTF-8, newlines as given)."""
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
@@ -199,7 +193,7 @@ def _evaluate_one(
 def _check_output_dir(output_dir: Path, pred: Path, gt: Path) -> None:
     """Raise when ``output_dir`` lies inside the (existing) prediction or ground-truth folder."""
     for folder, role in ((pred, "prediction"), (gt, "ground-truth")):
-        if folder.is_dir() and _inside(output_dir, folder):
+        if folder.is_dir() and is_inside(output_dir, folder):
             raise InputError(f"{output_dir}: output folder lies inside the {role} folder {folder}")
 
 

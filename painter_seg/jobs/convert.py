@@ -17,6 +17,7 @@ import torch
 
 from ..checkpoint import LAYOUTS, check_state_dict, read_state_dict, save_checkpoint
 from ..errors import InputError
+from ..io.files import check_output_dir, is_inside, same_file
 from . import ArgumentParser
 
 
@@ -34,8 +35,6 @@ def _check_output(src: Path, dst: Path, layout: str) -> None:
     """Before reading anything big: ``dst`` can be written in ``layout`` (a file layout is not a folder; a
     transformers folder is not a file; no file stands where a folder must be) and writes nothing into the
     input (a transformers snapshot folder included)."""
-    from ..io.files import check_output_dir, is_inside, same_file
-
     folder = layout == "hf" and (dst.is_dir() or dst.suffix == "")
     out_file = dst / "model.safetensors" if folder else dst
     if same_file(out_file, src):
@@ -60,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         src, dst = Path(args.src), Path(args.dst)
-        if dst.resolve() == src.resolve():
+        if same_file(dst, src):
             raise InputError(f"{dst}: output would overwrite the input checkpoint")
         layout = args.to or infer_layout(dst)
         _check_output(src, dst, layout)

@@ -18,7 +18,7 @@ from ..apps.video import VideoPropagator, VideoSettings, object_colors
 from ..build import build_model
 from ..codec import SegType, resize_labels
 from ..errors import InputError
-from ..io.files import atomic_path, ensure_output_dir
+from ..io.files import atomic_path, ensure_output_dir, is_inside, same_file
 from ..io.images import overlay
 from ..io.masks import LoadedMask, load_mask, read_label_png, save_label_png
 from ..io.video import FrameSource, Mp4Writer
@@ -27,14 +27,6 @@ from ..utils.dist import DistInfo
 from ..utils.runtime import resolve_device, resolve_precision
 
 log = logging.getLogger(__name__)
-
-
-def _inside(child: Path, parent: Path) -> bool:
-    try:
-        child.resolve().relative_to(parent.resolve())
-        return True
-    except ValueError:
-        return False
 
 
 class _WrittenFrames(Mapping):
@@ -90,14 +82,14 @@ def _check_masks_dir(masks_dir: Path, out_dir: Path) -> None:
         raise InputError(f"masks={masks_dir}: folder not found")
     if not masks_dir.is_dir():
         raise InputError(f"masks={masks_dir}: not a folder (a folder of PNGs named after their frames)")
-    if _inside(out_dir, masks_dir):
+    if is_inside(out_dir, masks_dir):
         raise InputError(f"{out_dir}: output dir is inside the input masks folder {masks_dir}")
 
 
 def _open_inputs(video: Path, first_mask: Path, out_dir: Path, masks_dir: Path | None, overwrite: bool
                  ) -> tuple[FrameSource, LoadedMask, list[str]]:
     """The frames, the first mask (checked against them) and the warnings so far; nothing written yet."""
-    if video.is_dir() and _inside(out_dir, video):
+    if video.is_dir() and is_inside(out_dir, video):
         raise InputError(f"{out_dir}: output dir is inside the input video folder {video}")
     if masks_dir is not None:
         _check_masks_dir(masks_dir, out_dir)
@@ -116,7 +108,7 @@ def _open_inputs(video: Path, first_mask: Path, out_dir: Path, masks_dir: Path |
         raise InputError(f"{first_mask}: object ids above 255 (max {mask.labels.max()})")
     if not mask.labels.any():
         raise InputError(f"{first_mask}: first mask has no objects (all background)")
-    if overwrite and (out_dir / f"{frames.names[0]}.png").resolve() == first_mask.resolve():
+    if overwrite and same_file(out_dir / f"{frames.names[0]}.png", first_mask):
         raise InputError(f"{out_dir}: overwrite=true would overwrite the first mask {first_mask}")
     return frames, mask, warnings
 
@@ -228,7 +220,7 @@ def run(cfg: DictConfig) -> int:
         from ..data.folders import davis_sequence, list_davis_sequences
 
         root = Path(cfg.root)
-        if _inside(out_root, root):
+        if is_inside(out_root, root):
             raise InputError(f"{out_root}: output dir is inside the input data set {root}")
         found = list_davis_sequences(root)  # the root's layout is checked once, named sequences or not
         seqs = list(cfg.sequences) if cfg.sequences else found
