@@ -23,7 +23,8 @@ Datasets return ``{"imgs": [3, 2h, w], "tgts": [3, 2h, w], "valid": [1, 2h, w], 
 (float32, ImageNet-normalised; ``seg_type`` 0 = semantic, 1 = instance).
 
 Modules: ``recipe`` (:class:`InContextRecipe`), ``augment`` (steps 1-2), ``sample`` (steps 3-4),
-``datasets`` (generated, folder and mixed datasets), ``real`` (the photo sets of
+``datasets`` (generated, folder and mixed datasets), ``video`` (video-like pairs: frames of
+generated clips, photos under motion-like warps), ``real`` (the photo sets of
 ``../shared/data_train``: PASCAL co-segmentation, Weizmann horses, CIHP parts) and ``build`` (:func:`build_train_dataset`, the
 ``conf/data/*_train.yaml`` entry point).
 """
@@ -44,25 +45,38 @@ from .real import (
     weizmann_horses_dataset,
 )
 from .recipe import InContextRecipe
-from .sample import colorize_pair, make_canvas, make_sample
+from .sample import colorize_pair, finish_sample, make_canvas, make_sample
+from .video import (
+    MotionPairsDataset,
+    SyntheticClipPairsDataset,
+    motion_warp,
+    pascal_motion_pairs_dataset,
+    shared_crop,
+)
 
 __all__ = [
     "PASCAL_HOLDOUT",
     "FolderInContextDataset",
     "InContextRecipe",
     "MixedInContextDataset",
+    "MotionPairsDataset",
     "RealPairsDataset",
+    "SyntheticClipPairsDataset",
     "SyntheticInContextDataset",
     "augment_view",
     "build_train_dataset",
     "cihp_parts_dataset",
     "color_jitter",
     "colorize_pair",
+    "finish_sample",
     "folder_in_context_dataset",
     "make_canvas",
     "make_sample",
     "mix_context_view",
+    "motion_warp",
+    "pascal_motion_pairs_dataset",
     "pascal_voc_coseg_dataset",
     "random_resized_crop_box",
+    "shared_crop",
     "weizmann_horses_dataset",
 ]

@@ -153,6 +153,19 @@ def make_sample(
         prompt_views
     )
     q_img, q_lab = half(query_views)
+    return finish_sample(rng, (p_img, p_lab), (q_img, q_lab), seg_type, recipe)
+
+
+def finish_sample(
+    rng: np.random.Generator,
+    prompt: tuple[np.ndarray, np.ndarray],
+    query: tuple[np.ndarray, np.ndarray],
+    seg_type: int,
+    recipe: InContextRecipe,
+) -> dict[str, torch.Tensor]:
+    """Colour and stitch an augmented ``(float32 [3, h, w] image, ids)`` prompt and query: one
+    random colouring (:func:`colorize_pair`), loss weights, canvas (:func:`make_canvas`)."""
+    (p_img, p_lab), (q_img, q_lab) = prompt, query
     p_rows, q_rows, palette = colorize_pair(rng, p_lab, q_lab, recipe)
     valid = _valid(stitch(p_lab, q_lab), recipe.ignore_index)
     return make_canvas(p_img, q_img, p_rows, q_rows, palette, valid, seg_type)
