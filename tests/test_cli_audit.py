@@ -83,6 +83,11 @@ CASES = {
                                         "output_dir={d}/frames_masks"),
                                        ("{d}/frames_masks: overwrite=true would overwrite the first mask "
                                        "{d}/frames_masks/00000.png")),
+    # a checkpoint that cannot load: the missing input is named first (no model is built before the paths pass)
+    "propagate/video-missing-before-model": (("propagate", *TINY, "checkpoint={d}/random.pth", "video={d}/nope",
+                                              "first_mask={d}/first.png"), "{d}/nope: video not found"),
+    "propagate/davis-root-missing": (("propagate", *TINY, "checkpoint={d}/random.pth", "data=davis",
+                                      "root={d}/nope"), "root={d}/nope: data set folder not found"),
     "propagate/context-string": ((*PROP, "context_frames=abc"),
                                  "context_frames='abc': expected an integer >= 0 (or null: the model's)"),
     "propagate/precision": ((*PROP, "precision=fp8"), "precision=fp8: expected one of auto, fp32, bf16, fp16"),
@@ -113,6 +118,8 @@ CASES = {
                           "min_lr_ratio=2: expected 0 <= min_lr_ratio <= 1"),
     "tune/max-pairs-init": (("tune", *SCENE, "max_pairs_init=0", "output={o}/p.safetensors"),
                             "max_pairs_init=0: expected >= 1"),
+    "tune/ignore-index-negative": (("tune", *SCENE, "ignore_index=-7", "output={o}/p.safetensors"),
+                                   "ignore_index=-7: expected a mask id 1-65535 (or null: none)"),
     "tune/max-side": (("tune", *SCENE, "max_side=-5", "output={o}/p.safetensors"),
                       "max_side=-5: expected a side in pixels >= 1 (0 or null: no limit)"),
     "tune/checkpoint-empty": (("tune", *SCENE, "checkpoint={d}/empty.pth", "output={o}/p.safetensors"),

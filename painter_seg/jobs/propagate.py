@@ -209,8 +209,27 @@ def build_propagator(cfg: DictConfig, model: SegGPT) -> VideoPropagator:
     return VideoPropagator(model, settings, seg_type=SegType.parse(cfg.seg_type), precision=cfg.precision)
 
 
+def _check_paths(cfg: DictConfig) -> None:
+    """The input paths of a propagate config exist, checked before a model is built (a ViT-L checkpoint takes a
+    minute to load); their contents are checked by :func:`propagate_video`."""
+    if (cfg.get("data") or {}).get("source") == "davis":
+        if not Path(str(cfg.root)).is_dir():
+            raise InputError(f"root={cfg.root}: data set folder not found")
+        return
+    if not cfg.video or not cfg.first_mask:
+        raise InputError("give video=<folder of frames | .mp4> and first_mask=<png>")
+    if not Path(str(cfg.video)).exists():
+        raise InputError(f"{cfg.video}: video not found")
+    first = Path(str(cfg.first_mask))
+    if first.is_dir():
+        raise InputError(f"{first}: is a folder, not an image file")
+    if not first.is_file():
+        raise InputError(f"{first}: file not found")
+
+
 def run(cfg: DictConfig) -> int:
     """Run ``conf/propagate.yaml``: one video (``video``, ``first_mask``) or a DAVIS root (``data=davis``)."""
+    _check_paths(cfg)
     dist = DistInfo.from_env()
     device = resolve_device(cfg.device)
     model = build_model(cfg.model, checkpoint=cfg.checkpoint, device=device)
@@ -236,8 +255,6 @@ def run(cfg: DictConfig) -> int:
         for f in failures:
             print(f"failed: {f}")
         return 1 if failures else 0
-    if not cfg.video or not cfg.first_mask:
-        raise InputError("give video=<folder of frames | .mp4> and first_mask=<png>")
     s = propagate_video(prop, Path(cfg.video), Path(cfg.first_mask), out_root, overwrite=cfg.overwrite,
                         write_overlay=cfg.write_overlay, masks_dir=Path(cfg.masks) if cfg.masks else None)
     print(f"{s['frames']} frames ({s['written']} written, {s['resumed']} resumed), objects {s['objects']}, "

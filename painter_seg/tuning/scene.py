@@ -135,6 +135,9 @@ def load_scene(images: str | Path | None, masks: str | Path | None = None, *, la
         InputError: no or unreadable folders, mismatched masks, unknown or unnamed classes.
     """
     seg = SegType.parse(seg_type)
+    if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)
+                                     or not 1 <= ignore_index <= 65535):
+        raise InputError(f"ignore_index={ignore_index}: expected a mask id 1-65535 (or null: none)")
     if max_side is not None and not (isinstance(max_side, int) and max_side >= 0):
         raise InputError(f"max_side={max_side}: expected a side in pixels >= 1 (0 or null: no limit)")
     if not images:
