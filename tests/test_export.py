@@ -109,10 +109,10 @@ def test_segment_job_exports_what_it_wrote(tmp_path):
     for fmt in ("png", "coco"):
         assert run(cfg(fmt)) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert "coco.json" in summary["outputs"] and "cross_01_mask.png" in summary["outputs"]
-    assert "cross_01_id1.png" in {p.name for p in out.iterdir()}
+    assert "coco.json" in summary["outputs"] and "duck_toy_00_mask.png" in summary["outputs"]
+    assert "duck_toy_00_id1.png" in {p.name for p in out.iterdir()}
     data = json.loads((out / "coco.json").read_text())
-    assert [im["file_name"] for im in data["images"]] == ["cross_01.jpg", "cross_02.jpg"]
+    assert [im["file_name"] for im in data["images"]] == ["duck_toy_00.jpg", "duck_toy_01.jpg"]
     for im in data["images"]:
         lab = read_label_png(out / f"{Path(im['file_name']).stem}_mask.png")
         ids = sorted(a["category_id"] for a in data["annotations"] if a["image_id"] == im["id"])

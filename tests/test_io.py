@@ -369,6 +369,10 @@ def test_overlay():
     assert np.array_equal(overlay(img, np.zeros_like(lab), pal), img)
     with pytest.raises(ValueError):
         overlay(img, lab[:-1], pal)
+    big = np.zeros((640, 640), np.int64)  # a photo-sized image: thickness 2 (640 / 320), a 3 px line
+    big[100:300, 100:300] = 1
+    rows = overlay(np.full((640, 640, 3), 100, np.uint8), big, pal)[:, 200]
+    assert [r.tolist() == [255, 0, 0] for r in rows[98:104]] == [False, True, True, True, False, False]
 
 
 # --------------------------------------------------------------------------------------- real data

@@ -425,12 +425,12 @@ def test_cli_serves_the_default_model_on_localhost():
         ex = REPO / "examples" / "few_shot"
         files = [("prompt_image", ("prompt_0.jpg", (ex / "prompt_0.jpg").read_bytes())),
                  ("prompt_mask", ("prompt_0_mask.png", (ex / "prompt_0_mask.png").read_bytes())),
-                 ("target", ("cross_01.jpg", (ex / "targets" / "cross_01.jpg").read_bytes()))]
+                 ("target", ("duck_toy_00.jpg", (ex / "targets" / "duck_toy_00.jpg").read_bytes()))]
         r = httpx.post(f"{url}/api/segment", files=files, timeout=60)
         assert r.status_code == 200, r.text
         res = r.json()["results"][0]
-        assert res["name"] == "cross_01.jpg" and res["ids"] == [1]
-        with Image.open(ex / "targets" / "cross_01.jpg") as im:
+        assert res["name"] == "duck_toy_00.jpg" and res["ids"] == [1]
+        with Image.open(ex / "targets" / "duck_toy_00.jpg") as im:
             assert labels_of(res["mask_png"]).shape == im.size[::-1]
     finally:
         proc.terminate()

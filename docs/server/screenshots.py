@@ -76,7 +76,7 @@ def main() -> None:
         d.execute_script("document.getElementById('brush-size').value = 14")
         paint_labels(d, d.find_element(By.ID, "mask-canvas"), np.asarray(Image.open(ex / "prompt_0_mask.png")), [1])
         d.find_element(By.CSS_SELECTOR, "#classes input").clear()
-        d.find_element(By.CSS_SELECTOR, "#classes input").send_keys("cross")
+        d.find_element(By.CSS_SELECTOR, "#classes input").send_keys("duck")
         d.find_element(By.ID, "target-file").send_keys("\n".join(str(p) for p in sorted((ex / "targets").glob("*.jpg"))))
         d.find_element(By.ID, "segment").click()
         WebDriverWait(d, 60).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "img.overlay")) == 2)
