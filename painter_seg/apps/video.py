@@ -99,6 +99,9 @@ class VideoSettings:
             of the prior's area (0: only when the prediction vanished).
         redetect_area: a lost object found again on the full frame is accepted when its area is within this
             factor of its annotated area (both ways).
+        occlusion: with flow, pixels of the frame whose backward flow fails the forward-backward check
+            (:func:`occlusion_map`: background uncovered behind a moving object, which a backward warp fills with
+            the object it came from and so leaves a trail) get no prior. Unless that empties the prior.
     """
 
     decode: str = "joint"
@@ -115,6 +118,7 @@ class VideoSettings:
     gate_iou: float = 0.7
     redetect_area: float = 4.0
     min_keep: float = 0.0
+    occlusion: bool = False
 
     def __post_init__(self) -> None:
         if self.decode not in ("joint", "per_object"):
@@ -136,9 +140,10 @@ class VideoSettings:
         return cls(decode="joint", context_frames=context_frames)
 
     @classmethod
-    def flow_only(cls) -> VideoSettings:
-        """The flow-warp baseline: the previous mask warped by DIS flow, no model pass."""
-        return cls(decode="per_object", flow=True, model_weight=0.0, context_frames=0)
+    def flow_only(cls, occlusion: bool = False) -> VideoSettings:
+        """The flow-warp baseline: the previous mask warped by DIS flow (with ``occlusion``, as the propagator
+        it is compared with), no model pass."""
+        return cls(decode="per_object", flow=True, model_weight=0.0, context_frames=0, occlusion=occlusion)
 
     @classmethod
     def copy_first(cls) -> VideoSettings:
@@ -267,6 +272,18 @@ def backward_flow(prev_gray: np.ndarray, gray: np.ndarray) -> np.ndarray:
     dis.setFinestScale(0)
     dis.setVariationalRefinementIterations(3)
     return dis.calc(gray, prev_gray, None)
+
+
+def occlusion_map(back: np.ndarray, fwd: np.ndarray) -> np.ndarray:
+    """Pixels of frame t whose backward flow (t -> t-1) the forward flow (t-1 -> t) does not send back:
+    ``|b(x) + f(x + b(x))|^2 > 0.01 (|b|^2 + |f|^2) + 0.5`` (the forward-backward check of Sundaram et al.,
+    ECCV 2010), float32 0/1 at the flow's scale. Background uncovered behind a moving object fails it."""
+    fh, fw = back.shape[:2]
+    gx, gy = np.meshgrid(np.arange(fw, dtype=np.float32), np.arange(fh, dtype=np.float32))
+    f_at = cv2.remap(fwd, gx + back[..., 0], gy + back[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    err = ((back + f_at) ** 2).sum(-1)
+    bound = 0.01 * ((back**2).sum(-1) + (f_at**2).sum(-1)) + 0.5
+    return (err > bound).astype(np.float32)
 
 
 def warp_mask(mask: np.ndarray, flow: np.ndarray) -> np.ndarray:
@@ -420,16 +437,26 @@ class VideoPropagator:
         warped by flow (or as is without flow); empty for an object absent from the previous frame."""
         if state.prev_labels is None:
             return {}
-        flow = None
+        flow = visible = None
         if self.settings.flow:
-            flow = backward_flow(state.prev_gray, flow_gray(frame))
+            gray = flow_gray(frame)
+            flow = backward_flow(state.prev_gray, gray)
+            if self.settings.occlusion:
+                occluded = occlusion_map(flow, backward_flow(gray, state.prev_gray))
+                visible = 1.0 - cv2.resize(occluded, state.size[::-1], interpolation=cv2.INTER_LINEAR)
         priors = {}
         for oid in state.tracks:
             prev = state.prev_labels == oid
             if not prev.any():
                 priors[oid] = np.zeros(state.size, np.float32)
+            elif flow is None:
+                priors[oid] = prev.astype(np.float32)
             else:
-                priors[oid] = warp_mask(prev, flow) if flow is not None else prev.astype(np.float32)
+                prior = warp_mask(prev, flow)
+                if visible is not None:
+                    kept = prior * visible
+                    prior = kept if (kept > 0.5).any() else prior  # never lose an object to the check alone
+                priors[oid] = prior
         return priors
 
     def _object_score(self, track: ObjectTrack, frame: np.ndarray, prior: np.ndarray | None) -> np.ndarray:

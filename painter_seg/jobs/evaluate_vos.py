@@ -77,13 +77,15 @@ def write_clips(root: Path, n: int, size: tuple[int, int] = (240, 320), num_fram
 
 
 def _settings(method: str, cfg: DictConfig) -> VideoSettings:
-    """``ours``: the model config's ``video:`` block; ``copy`` / ``flow``: the baselines."""
+    """``ours``: the model config's ``video:`` block; ``copy`` / ``flow``: the baselines (``flow`` warps as ours
+    does: with its occlusion handling when ours has it)."""
+    ours = VideoSettings.from_config(cfg.model.get("video"))
     if method == "ours":
-        return VideoSettings.from_config(cfg.model.get("video"))
+        return ours
     if method == "copy":
         return VideoSettings.copy_first()
     if method == "flow":
-        return VideoSettings.flow_only()
+        return VideoSettings.flow_only(occlusion=ours.occlusion)
     raise InputError(f"methods: unknown method {method!r}; expected some of {', '.join(METHODS)}")
 
 
