@@ -532,30 +532,30 @@ def _priors(settings: VideoSettings, frames, labels) -> np.ndarray:
 def test_occlusion_removes_the_trail_behind_a_moving_object():
     import cv2
 
-    # a textured square moving 6 px right over a textured still background (smooth textures: DIS needs them)
+    # a textured 40 px square moving 10 px right over a textured still background (smooth textures: DIS needs them)
     rng = np.random.default_rng(0)
 
     def texture(h, w):
         noise = rng.integers(0, 255, (h, w, 3)).astype(np.float32)
         return (cv2.GaussianBlur(noise, (0, 0), 2) * 3 - 255).clip(0, 255).astype(np.uint8)
 
-    bg, obj = texture(64, 96), texture(24, 24)
+    bg, obj = texture(96, 128), texture(40, 40)
     frames, labels = [], []
-    for x in (20, 26):
+    for x in (20, 30):
         f = bg.copy()
-        f[20:44, x:x + 24] = obj
-        lab = np.zeros((64, 96), np.int64)
-        lab[20:44, x:x + 24] = 1
+        f[30:70, x:x + 40] = obj
+        lab = np.zeros((96, 128), np.int64)
+        lab[30:70, x:x + 40] = 1
         frames.append(f)
         labels.append(lab)
     plain = _priors(VideoSettings.flow_only(), frames, labels)
     fb = _priors(VideoSettings.flow_only(occlusion=True), frames, labels)
-    trail = np.zeros((64, 96), bool)
-    trail[22:42, 20:26] = True  # 120 px uncovered at t, the object's at t-1 (a margin off the square's corners)
-    assert (plain[trail] > 0.5).sum() >= 40  # the plain backward warp leaves part of the object on its trail
-    assert (fb[trail] > 0.5).sum() <= 20  # the checked warp far less (measured 53 vs 14)
-    inner = np.zeros((64, 96), bool)
-    inner[24:40, 30:46] = True
+    trail = np.zeros((96, 128), bool)
+    trail[32:68, 20:30] = True  # 360 px uncovered at t, the object's at t-1 (a margin off the square's corners)
+    assert (plain[trail] > 0.5).sum() >= 180  # the plain backward warp leaves the object on its trail
+    assert (fb[trail] > 0.5).sum() <= 60  # the checked warp does not
+    inner = np.zeros((96, 128), bool)
+    inner[34:66, 34:66] = True
     assert (fb[inner] > 0.5).all() and (plain[inner] > 0.5).all()  # the object itself stays
     assert (fb <= plain + 1e-6).all()  # the check only removes
 
