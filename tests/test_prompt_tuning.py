@@ -116,6 +116,50 @@ def test_init_pair_replaces_the_indexed_training_pair(model, views):
     assert not torch.equal(given[0], first[0])
 
 
+def test_anchor_penalty_is_the_weighted_distance_from_the_start(model, views):
+    """anchor * mean squared distance of each trained tensor from its start; it holds the prompt near it."""
+    ids, palette = [5, 6], np.array([[0, 0, 0], [255, 255, 255], [255, 255, 127]], np.uint8)
+    tuner = PromptTuner(model, TuneConfig(init="pair", anchor=0.5, train_mask=False))
+    img0, mask0 = tuner.initial_prompt(views, ids, palette)
+    tuner._optimizer(img0, mask0)
+    assert float(tuner.anchor_penalty().detach()) == 0.0
+    with torch.no_grad():
+        tuner.image.add_(0.5)  # only the image trains: 0.5 * 0.25
+        tuner.mask.add_(1.0)
+    assert float(tuner.anchor_penalty().detach()) == pytest.approx(0.125)
+    with pytest.raises(InputError, match="anchor=-1"):
+        TuneConfig(anchor=-1)
+
+    def moved(anchor):
+        t = PromptTuner(model, TuneConfig(init="pair", steps=4, batch_size=2, lr=0.5, val_fraction=0,
+                                          augment=None, anchor=anchor, clamp=False))
+        p = t.fit(views, progress=False)
+        start, _ = t.initial_prompt(views, ids, p.palette)
+        return float((p.image - start).pow(2).mean())
+
+    assert moved(1e6) < 0.1 * moved(0.0)
+
+
+def test_fg_weight_reaches_the_loss(model, views, monkeypatch):
+    import painter_seg.tuning.tuner as tuner_mod
+
+    seen = []
+    real = tuner_mod.masked_smooth_l1
+    monkeypatch.setattr(tuner_mod, "masked_smooth_l1", lambda *a, **k: seen.append(k) or real(*a, **k))
+    losses = {}
+    for w in (1.0, 3.0):
+        t = PromptTuner(model, TuneConfig(fg_weight=w, init="pair"))
+        ids = [5, 6]
+        palette = np.array([[0, 0, 0], [255, 255, 255], [255, 255, 127]], np.uint8)
+        t._optimizer(*t.initial_prompt(views, ids, palette))
+        q, truth, valid = t._batch(np.random.default_rng(0), views, [1, 2], ids, palette)
+        with torch.no_grad():
+            losses[w] = float(t.loss(q, truth, valid, 0))
+    assert [k["fg_weight"] for k in seen] == [1.0, 3.0] and losses[1.0] != losses[3.0]
+    with pytest.raises(InputError, match="fg_weight=0"):
+        TuneConfig(fg_weight=0)
+
+
 def test_artifact_round_trips(tmp_path, model, tuned):
     p = tuned["prompt"]
     path = p.save(tmp_path / "scene.safetensors")
@@ -287,6 +331,7 @@ def test_report_compares_tuned_prompt_with_real_pairs(tmp_path, capsys):
     assert written["rows"].keys() == report["rows"].keys()
     assert "held-out mIoU" in capsys.readouterr().out
     assert report["tuning"]["init"] == "mean"
+    assert report["tuning"]["config"]["steps"] == 2 and report["tuning"]["config"]["val_fraction"] == 0
 
     # init=best: tuning starts from the best single pair the report chose (and says which)
     cfg.init, cfg.steps, cfg.val_fraction = "best", 1, 0.5

@@ -136,7 +136,8 @@ def make_report(cfg: DictConfig) -> dict:
                                                       "best_val_miou", "best_step", "device",
                                                       "precision")},
                    "init": (f"best single pair ({scene.files[tr[best]]})" if from_best
-                            else str(cfg.init))},
+                            else str(cfg.init)),
+                   "config": prompt.summary["config"]},
         "rows": rows.rows, "prompt": str(paths[0]),
     }
     report_path = Path(f"{out.with_suffix('')}_report.json")

@@ -77,9 +77,14 @@ class TuneConfig:
             models trained from scratch the L1-like loss settles on painting everything
             background, while an L2-like loss (large beta) keeps the gradient proportional to the
             error: 100 by default. With the official ViT-L weights 0.01 works too.
+        fg_weight: loss weight of foreground (class-coloured) target pixels, background 1
+            (:func:`~painter_seg.model.loss.masked_smooth_l1`); 1 = unweighted.
         init: ``pair`` (the training pair ``init_index``), ``mean`` (the mean of the training
             pairs, images and colour masks) or ``random`` (uniform pixels).
         init_index: which training pair ``init="pair"`` starts from.
+        anchor: weight of a penalty keeping the prompt close to the initial one: ``anchor`` times
+            the mean squared difference (normalised pixels) of each trained tensor from its
+            start, added to the loss. 0 = none.
         train_image: learn the prompt image.
         train_mask: learn the prompt mask.
         clamp: keep the prompt inside the valid pixel range [0, 1] after each step.
@@ -104,8 +109,10 @@ class TuneConfig:
     warmup_steps: int = 10
     min_lr_ratio: float = 0.1
     beta: float = 100.0
+    fg_weight: float = 1.0
     init: str = "mean"
     init_index: int = 0
+    anchor: float = 0.0
     train_image: bool = True
     train_mask: bool = True
     clamp: bool = True
@@ -130,6 +137,10 @@ class TuneConfig:
             raise InputError(f"optimizer={self.optimizer}: expected one of {', '.join(OPTIMIZERS)}")
         if not self.lr > 0 or not self.beta > 0:
             raise InputError(f"lr={self.lr}, beta={self.beta}: both must be > 0")
+        if not self.fg_weight > 0:
+            raise InputError(f"fg_weight={self.fg_weight}: expected > 0")
+        if not self.anchor >= 0:
+            raise InputError(f"anchor={self.anchor}: expected >= 0")
         if not 0 <= self.val_fraction < 1:
             raise InputError(f"val_fraction={self.val_fraction}: expected 0 <= val_fraction < 1")
         if self.val_every < 1 or self.patience < 0:
@@ -290,6 +301,7 @@ class PromptTuner:
         self.image: torch.nn.Parameter | None = None
         self.mask: torch.nn.Parameter | None = None
         self.history: list[dict[str, float]] = []
+        self._anchors: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
 
     @property
     def half_size(self) -> tuple[int, int]:
@@ -363,7 +375,13 @@ class PromptTuner:
         target = torch.cat([torch.zeros_like(truth), truth], dim=2)  # only the query half is scored
         weight = torch.cat([torch.ones_like(valid), valid], dim=2)
         return masked_smooth_l1(pred.float(), target, qmask, self.model.patch_size, weight,
-                                beta=self.config.beta)
+                                beta=self.config.beta, fg_weight=self.config.fg_weight)
+
+    def anchor_penalty(self) -> torch.Tensor:
+        """``config.anchor`` times the mean squared distance of each trained prompt tensor from its
+        start (differentiable; 0 before training)."""
+        dist = sum((p - p0).pow(2).mean() for p, p0 in self._anchors)
+        return self.config.anchor * torch.as_tensor(dist, device=self.device)
 
     def fit(
         self,
@@ -476,6 +494,7 @@ class PromptTuner:
         # ~1e5 pixels, divided by beta), about 1e-11 for a small model, and the default eps would
         # swallow it
         opt = opt_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay, eps=1e-15)
+        self._anchors = [(p, p.detach().clone()) for p in params]  # the start, for cfg.anchor
         return params, opt, build_scheduler(opt, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio)
 
     def _train(self, pairs: list[LabeledImage], val_pairs: list[LabeledImage],
@@ -528,6 +547,8 @@ class PromptTuner:
         q, truth, valid = (t.to(self.device) for t in batch)
         opt.zero_grad(set_to_none=True)
         loss = self.loss(q, truth, valid, int(seg_type), precision)
+        if self.config.anchor > 0:
+            loss = loss + self.anchor_penalty()
         loss.backward()
         opt.step()
         sched.step()
