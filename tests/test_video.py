@@ -560,6 +560,25 @@ def test_occlusion_removes_the_trail_behind_a_moving_object():
     assert (fb <= plain + 1e-6).all()  # the check only removes
 
 
+def test_a_lost_object_is_found_again_above_the_redetect_threshold(monkeypatch):
+    from painter_seg.apps.video import ObjectTrack
+
+    model = np.zeros((40, 40), np.float32)
+    model[10:30, 10:30] = 0.4  # the model sees the object coming back, but below fg_threshold
+    prop = VideoPropagator.__new__(VideoPropagator)
+    monkeypatch.setattr(prop, "_object_score", lambda track, frame, p: model)
+    track, frame = ObjectTrack(1, None, 400), np.zeros((40, 40, 3), np.uint8)
+    prop.settings = VideoSettings(decode="per_object", flow=True, model_weight=0.15)
+    assert not prop._fused_score(track, frame, None).any()  # at 0.5: still lost
+    prop.settings = VideoSettings(decode="per_object", flow=True, model_weight=0.15, redetect_threshold=0.35)
+    found = prop._fused_score(track, frame, None) > 0.5
+    assert found[10:30, 10:30].all() and found.sum() == 400  # back, with its area
+    model[:] = 0.4  # the whole frame: 4x the annotated area, implausible
+    assert not prop._fused_score(ObjectTrack(1, None, 100), frame, None).any()
+    with pytest.raises(InputError, match="redetect_threshold"):
+        VideoSettings(decode="per_object", redetect_threshold=0.0)
+
+
 def test_gate_is_the_prior_grown_by_a_share_of_its_size():
     from painter_seg.apps.video import _gate_mask
 

@@ -99,6 +99,9 @@ class VideoSettings:
             of the prior's area (0: only when the prediction vanished).
         redetect_area: a lost object found again on the full frame is accepted when its area is within this
             factor of its annotated area (both ways).
+        redetect_threshold: a lost object is searched for on the whole frame and its pixels are those the model
+            scores above this (lower than ``fg_threshold``: a small model is less sure of an object coming back
+            than of one it follows); the found score is rescaled so this threshold maps to ``fg_threshold``.
         occlusion: with flow, pixels of the frame whose backward flow fails the forward-backward check
             (:func:`occlusion_map`: background uncovered behind a moving object, which a backward warp fills with
             the object it came from and so leaves a trail) get no prior. Unless that empties the prior.
@@ -119,6 +122,7 @@ class VideoSettings:
     redetect_area: float = 4.0
     min_keep: float = 0.0
     occlusion: bool = False
+    redetect_threshold: float = 0.5
 
     def __post_init__(self) -> None:
         if self.decode not in ("joint", "per_object"):
@@ -127,6 +131,8 @@ class VideoSettings:
             raise InputError(f"video.memory={self.memory!r}: expected fifo or gated")
         if self.context_frames < 0:
             raise InputError(f"context_frames={self.context_frames}: must be >= 0")
+        if not 0.0 < self.redetect_threshold <= 1.0:
+            raise InputError(f"video.redetect_threshold={self.redetect_threshold}: must be in (0, 1]")
         if not 0.0 <= self.model_weight <= 1.0:
             raise InputError(f"video.model_weight={self.model_weight}: must be in [0, 1]")
         if self.decode == "joint" and (self.crop or self.flow or self.memory == "gated"):
@@ -481,9 +487,11 @@ class VideoPropagator:
             if s.model_weight == 0.0:
                 return np.zeros(frame.shape[:2], np.float32)
             score = self._object_score(track, frame, None)
-            area = int((score > s.fg_threshold).sum())
+            area = int((score > s.redetect_threshold).sum())
             ok = track.area / s.redetect_area <= area <= track.area * s.redetect_area
-            return score if ok else np.zeros_like(score)
+            if not ok:
+                return np.zeros_like(score)
+            return np.clip(score * (s.fg_threshold / max(s.redetect_threshold, 1e-6)), 0.0, 1.0)
         if s.model_weight == 0.0:
             return prior
         score = self._object_score(track, frame, prior)
