@@ -280,6 +280,14 @@ def backward_flow(prev_gray: np.ndarray, gray: np.ndarray) -> np.ndarray:
     return dis.calc(gray, prev_gray, None)
 
 
+def _along_flow(src: np.ndarray, flow: np.ndarray, border: int, value: float = 0.0) -> np.ndarray:
+    """``src`` (at the flow's scale) sampled at ``x + flow[x]`` for every pixel x, bilinearly."""
+    fh, fw = flow.shape[:2]
+    gx, gy = np.meshgrid(np.arange(fw, dtype=np.float32), np.arange(fh, dtype=np.float32))
+    return cv2.remap(src, gx + flow[..., 0], gy + flow[..., 1], cv2.INTER_LINEAR, borderMode=border,
+                     borderValue=value)
+
+
 def occlusion_map(back: np.ndarray, fwd: np.ndarray) -> np.ndarray:
     """Pixels of frame t whose backward flow (t -> t-1) the forward flow (t-1 -> t) does not send back:
     ``|b(x) + f(x + b(x))|^2 > 0.05 (|b|^2 + |f|^2) + 3`` px^2, float32 0/1 at the flow's scale. Background
@@ -287,9 +295,7 @@ def occlusion_map(back: np.ndarray, fwd: np.ndarray) -> np.ndarray:
     looser bounds than their 0.01 and 0.5: theirs also fails inside flat-coloured objects, whose DIS flow is
     only interpolated, and erodes them (docs/video: generated clips 64.7 -> 54.4 with flow alone; 65.8 with
     these bounds)."""
-    fh, fw = back.shape[:2]
-    gx, gy = np.meshgrid(np.arange(fw, dtype=np.float32), np.arange(fh, dtype=np.float32))
-    f_at = cv2.remap(fwd, gx + back[..., 0], gy + back[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    f_at = _along_flow(fwd, back, cv2.BORDER_REPLICATE)
     err = ((back + f_at) ** 2).sum(-1)
     bound = 0.05 * ((back**2).sum(-1) + (f_at**2).sum(-1)) + 3.0
     return (err > bound).astype(np.float32)
@@ -304,9 +310,7 @@ def warp_mask(mask: np.ndarray, flow: np.ndarray) -> np.ndarray:
     h, w = mask.shape
     fh, fw = flow.shape[:2]
     small = cv2.resize(mask.astype(np.float32), (fw, fh), interpolation=cv2.INTER_AREA)
-    gx, gy = np.meshgrid(np.arange(fw, dtype=np.float32), np.arange(fh, dtype=np.float32))
-    warped = cv2.remap(small, gx + flow[..., 0], gy + flow[..., 1], cv2.INTER_LINEAR,
-                       borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    warped = _along_flow(small, flow, cv2.BORDER_CONSTANT)
     return cv2.resize(warped, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
@@ -491,7 +495,7 @@ class VideoPropagator:
             ok = track.area / s.redetect_area <= area <= track.area * s.redetect_area
             if not ok:
                 return np.zeros_like(score)
-            return np.clip(score * (s.fg_threshold / max(s.redetect_threshold, 1e-6)), 0.0, 1.0)
+            return np.clip(score * (s.fg_threshold / s.redetect_threshold), 0.0, 1.0)
         if s.model_weight == 0.0:
             return prior
         score = self._object_score(track, frame, prior)

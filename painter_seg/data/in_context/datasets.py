@@ -109,9 +109,7 @@ class SyntheticInContextDataset(Dataset):
         self.length = int(length)
         self.seed = int(seed)
         self.half_size = _half_size(half_size)
-        self.recipe = (
-            recipe if isinstance(recipe, InContextRecipe) else InContextRecipe.from_dict(recipe)
-        )
+        self.recipe = InContextRecipe.coerce(recipe)
         self.kinds = list(kinds) if kinds else None
         self.episode_size = _half_size(episode_size) if episode_size else self.half_size
         self.episode_cfg = _synthetic_config(episode_cfg)
@@ -189,9 +187,7 @@ class FolderInContextDataset(Dataset):
         self.length = int(length) if length else total
         self.seed = int(seed)
         self.half_size = _half_size(half_size)
-        self.recipe = (
-            recipe if isinstance(recipe, InContextRecipe) else InContextRecipe.from_dict(recipe)
-        )
+        self.recipe = InContextRecipe.coerce(recipe)
         self.seg_type = int(SegType.parse(seg_type))
         if window is not None and window < 1:
             raise InputError(f"window must be >= 1 frame, got {window}")

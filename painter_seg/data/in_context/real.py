@@ -130,12 +130,8 @@ class RealPairsDataset(FolderInContextDataset):
         if mask_mode not in ("binary", "ids"):
             raise InputError(f"mask_mode must be 'binary' or 'ids', got {mask_mode!r}")
         if instances:
-            recipe = kwargs.get("recipe")
-            recipe = recipe if isinstance(recipe, InContextRecipe) else InContextRecipe.from_dict(
-                recipe
-            )
             kwargs["recipe"] = dataclasses.replace(
-                recipe, same_image_p=1.0, mix_context_p=0.0, tile_prompts_p=0.0,
+                InContextRecipe.coerce(kwargs.get("recipe")), same_image_p=1.0, mix_context_p=0.0, tile_prompts_p=0.0,
                 ignore_index=IGNORE,
             )
             kwargs["seg_type"] = SegType.INSTANCE

@@ -57,6 +57,11 @@ class InContextRecipe:
     tile_prompts_k: tuple[int, int] = (2, 5)
 
     @classmethod
+    def coerce(cls, recipe: InContextRecipe | Mapping[str, Any] | None) -> InContextRecipe:
+        """``recipe`` itself when it is one, else :meth:`from_dict` of it (None: the defaults)."""
+        return recipe if isinstance(recipe, cls) else cls.from_dict(recipe)
+
+    @classmethod
     def from_dict(
         cls, cfg: Mapping[str, Any] | None, base: InContextRecipe | None = None
     ) -> InContextRecipe:

@@ -39,10 +39,6 @@ from .recipe import InContextRecipe, LabeledImage
 from .sample import finish_sample
 
 
-def _recipe(recipe: InContextRecipe | Mapping[str, Any] | None) -> InContextRecipe:
-    return recipe if isinstance(recipe, InContextRecipe) else InContextRecipe.from_dict(recipe)
-
-
 def shared_crop(
     rng: np.random.Generator,
     frames: Sequence[LabeledImage],
@@ -120,7 +116,7 @@ class SyntheticClipPairsDataset(Dataset):
         self.length = int(length)
         self.seed = int(seed)
         self.half_size = _half_size(half_size)
-        self.recipe = _recipe(recipe)
+        self.recipe = InContextRecipe.coerce(recipe)
         self.max_gap = int(max_gap)
         self.num_objects = (lo, hi)
         self.clip_size = _half_size(clip_size) if clip_size else self.half_size
