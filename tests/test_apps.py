@@ -178,7 +178,8 @@ def test_predictor_decodes_the_paint_at_the_asked_size(tiny_model):
     small = np.ascontiguousarray(q[::2, ::2])  # a target downscaled on load
     big = seg.predict(small, output_size=(96, 128))
     assert big.labels.shape == big.scores.shape == (96, 128) and big.paint.shape == (96, 128, 3)
-    ref = paint_to_labels(seg.strategy.paint([small])[0], seg.palette, seg.ids, (96, 128))[0]
+    ref = paint_to_labels(seg.strategy.paint([small])[0], seg.palette, seg.ids, (96, 128), image=small,
+                          refine=seg.refine, grid=seg.grid)[0]
     assert np.array_equal(big.labels, ref)
     own = seg.predict(small)
     assert own.labels.shape == (48, 64)

@@ -104,7 +104,7 @@ def test_segment_job_exports_what_it_wrote(tmp_path):
 
     def cfg(fmt: str):
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-            return compose("segment", [f"export={fmt}", "model=seggpt_tiny", f"output_dir={out}"])
+            return compose("segment", [f"export={fmt}", "model=seggpt_tiny", "refine=none", f"output_dir={out}"])
 
     for fmt in ("png", "coco"):
         assert run(cfg(fmt)) == 0

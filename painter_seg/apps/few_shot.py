@@ -16,6 +16,7 @@ import torch
 
 from ..codec.canvas import images_to_tensor, labels_to_tensor, paint_to_labels, resize_labels
 from ..codec.palette import build_palette, labels_to_compact
+from ..codec.refine import GuidedRefine, resolve_refine
 from ..codec.seg_type import SegType
 from ..errors import InputError
 from ..model import SegGPT
@@ -105,6 +106,9 @@ class FewShotSegmenter:
         compile: run the model through ``torch.compile`` (the first prediction compiles; if
             compiling fails, e.g. no C++ compiler for the CPU backend, a one-line warning is logged
             and it runs eager).
+        refine: ``auto`` (default: the edge-aware refinement of :mod:`painter_seg.codec.refine` for models
+            with a coarse patch grid, such as the shipped one; none for ViT-L, whose decode is the
+            reference's), ``guided``, ``none``, or :class:`~painter_seg.codec.GuidedRefine` settings.
     """
 
     def __init__(
@@ -117,6 +121,7 @@ class FewShotSegmenter:
         resize_mode: str = "bilinear",
         resize_masks: bool = False,
         compile: bool = False,
+        refine: str | GuidedRefine | None = "auto",
     ) -> None:
         self.model = model
         runner = maybe_compile(model, compile)  # the model itself when compile is False
@@ -138,6 +143,8 @@ class FewShotSegmenter:
         self.bg_threshold = float(bg_threshold)
         self.resize_mode = resize_mode
         self.resize_masks = resize_masks
+        self.grid = (model.half_size[0] // model.patch_size, model.half_size[1] // model.patch_size)
+        self.refine = resolve_refine(refine, self.grid)
         self.reset()
 
     # ------------------------------------------------------------------ prompts
@@ -294,18 +301,19 @@ class FewShotSegmenter:
         sizes = [im.shape[:2] if size is None else _check_size(size)
                  for im, size in zip(imgs, sizes)]
         paints = self.strategy.paint(imgs, self.precision, batch_size)
-        return [self._decode(paint, size) for paint, size in zip(paints, sizes)]
+        return [self._decode(paint, size, im) for paint, size, im in zip(paints, sizes, imgs)]
 
     def predict(self, image, output_size: tuple[int, int] | None = None) -> Prediction:
         """Segment one query image; its paint is decoded at ``output_size`` ``(H, W)`` (default:
         the image's own size). See :meth:`predict_batch`."""
         return self.predict_batch([image], output_sizes=[output_size])[0]
 
-    def _decode(self, paint: np.ndarray, size: tuple[int, int]) -> Prediction:
+    def _decode(self, paint: np.ndarray, size: tuple[int, int], image: np.ndarray) -> Prediction:
         """The painted half ``[h, w, 3]`` resized to ``size`` and decoded
-        (:func:`~painter_seg.codec.paint_to_labels`)."""
+        (:func:`~painter_seg.codec.paint_to_labels`; refined along ``image``'s edges if ``self.refine``)."""
         assert self.palette is not None and self.ids is not None
         labels, paint, scores = paint_to_labels(paint, self.palette, self.ids, size,
-                                                self.resize_mode, self.bg_threshold)
+                                                self.resize_mode, self.bg_threshold, image=image,
+                                                refine=self.refine, grid=self.grid)
         return Prediction(labels=labels, paint=np.clip(paint + 0.5, 0, 255).astype(np.uint8),
                           scores=scores, colors=self.colors)

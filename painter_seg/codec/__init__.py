@@ -40,11 +40,14 @@ from .palette import (
     palette_sigma,
     random_palette,
 )
+from .refine import REFINE_CHOICES, GuidedRefine, guided_filter, resolve_refine
 from .seg_type import SegType
 
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "REFINE_CHOICES",
+    "GuidedRefine",
     "SegType",
     "build_palette",
     "canvas_tensors",
@@ -55,6 +58,7 @@ __all__ = [
     "denormalize",
     "denormalize_tensor",
     "expand_labels",
+    "guided_filter",
     "images_to_tensor",
     "labels_to_colors",
     "labels_to_compact",
@@ -73,6 +77,7 @@ __all__ = [
     "resize_image",
     "resize_labels",
     "resize_paint",
+    "resolve_refine",
     "rgb01_to_tensor",
     "split",
     "stitch",

@@ -28,6 +28,7 @@ import torch
 from PIL import Image
 
 from .palette import decode_paint, expand_labels, labels_to_colors
+from .refine import GuidedRefine, refine_decode
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -461,8 +462,12 @@ def paint_to_labels(
     size: Sequence[int],
     mode: str = "bilinear",
     bg_threshold: float = 0.0,
+    image: np.ndarray | None = None,
+    refine: GuidedRefine | None = None,
+    grid: Sequence[int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Decode one painted query half at an image's size: resize the paint, then decode colours.
+    """Decode one painted query half at an image's size: resize the paint, then decode colours (or, with
+    ``refine``, decode class scores refined along the query image's edges).
 
     Args:
         paint: ``[h, w, 3]`` float RGB 0..255 (one item of :func:`paint_from_half`).
@@ -471,12 +476,21 @@ def paint_to_labels(
         size: ``(H, W)`` to decode at (:func:`resize_paint`).
         mode: ``bilinear`` or ``nearest`` (the official resize).
         bg_threshold: see :func:`painter_seg.codec.palette.decode_paint`.
+        image: the query ``[H', W', 3]`` uint8 RGB, the guide of ``refine``.
+        refine: a :class:`~painter_seg.codec.refine.GuidedRefine`, or None (plain decode).
+        grid: ``(rows, cols)`` patches of the half (``refine``'s radius is in patches).
 
     Returns:
         ``(labels, paint, scores)``: ``[H, W]`` int64 ids (0 = background), the resized
         ``[H, W, 3]`` float32 paint and ``[H, W]`` float32 scores in [0, 1].
     """
-    paint = resize_paint(paint, size, mode=mode)
-    compact, scores = decode_paint(paint, palette, bg_threshold=bg_threshold)
+    if refine is not None:
+        if image is None or grid is None:
+            raise ValueError("paint_to_labels: refine needs the query image and the patch grid")
+        compact, scores = refine_decode(paint, palette, image, size, grid, refine, bg_threshold)
+        paint = resize_paint(paint, size, mode=mode)
+    else:
+        paint = resize_paint(paint, size, mode=mode)
+        compact, scores = decode_paint(paint, palette, bg_threshold=bg_threshold)
     labels = expand_labels(compact, ids).astype(np.int64)
     return labels, paint, scores.astype(np.float32)

@@ -56,9 +56,10 @@ def _check_vos(cfg: DictConfig, methods: tuple[str, ...]) -> None:
 
 def _check_few_shot(cfg: DictConfig) -> None:
     """Counts and options of ``task=few_shot``, before data is read or a model is built."""
-    from ..codec import SegType
+    from ..codec import SegType, resolve_refine
 
     SegType.parse(cfg.seg_type)
+    resolve_refine(cfg.get("refine", "auto"), (1, 1))
     if int(cfg.episodes_per_class) < 1:
         raise InputError(f"episodes_per_class={cfg.episodes_per_class}: expected >= 1")
     data = cfg.get("data") or {}
@@ -105,7 +106,8 @@ def _segmenters(cfg: DictConfig, rows: list[tuple[str, int]]) -> dict[str, tuple
     for name, k in rows:
         if name == "plain" and k > 1:
             raise InputError(f"rows: plain@{k}: the plain strategy takes 1 prompt; use an ensemble")
-        out[f"{name}@{k}"] = (k, FewShotSegmenter(model, strategy=name, precision=cfg.precision))
+        out[f"{name}@{k}"] = (k, FewShotSegmenter(model, strategy=name, precision=cfg.precision,
+                                                       refine=cfg.get("refine", "auto")))
     return out
 
 

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from ..apps.few_shot import FewShotSegmenter, Prediction
 from ..build import build_model
-from ..codec import SegType
+from ..codec import SegType, resolve_refine
 from ..errors import InputError
 from ..io.export import EXPORT_FORMATS, ExportItem, export_files, write_export
 from ..io.files import atomic_path, ensure_output_dir
@@ -212,7 +212,7 @@ def _segmenter(cfg: DictConfig, prompts: PromptFiles, use_tuned: bool) -> FewSho
     seg = FewShotSegmenter(model, strategy=cfg.strategy.name, seg_type=cfg.seg_type,
                            precision=cfg.precision, bg_threshold=cfg.bg_threshold,
                            resize_mode=cfg.resize_mode, resize_masks=cfg.resize_masks,
-                           compile=bool(cfg.get("compile", False)))
+                           compile=bool(cfg.get("compile", False)), refine=cfg.get("refine", "auto"))
     p, kind = cfg.prompt, prompts.kind
     names = [str(f) for f in p[kind]] if kind in ("masks", "scribbles") else None
     if use_tuned:
@@ -280,6 +280,7 @@ def run(cfg: DictConfig) -> int:
         raise InputError(f"export={cfg.export}: expected one of {', '.join(EXPORT_FORMATS)}")
     if int(cfg.max_side) < 16:
         raise InputError(f"max_side={cfg.max_side}: expected a side length of at least 16 pixels")
+    resolve_refine(cfg.get("refine", "auto"), (1, 1))  # a bad setting fails before any work
     out_dir = ensure_output_dir(Path(cfg.output_dir))
     use_tuned = cfg.strategy.name == "tuned"
     prompts = _read_prompts(cfg, use_tuned)

@@ -113,7 +113,7 @@ def make_report(cfg: DictConfig) -> dict:
 
     def prompted(strategy: str, idx: list[int]) -> FewShotSegmenter:
         seg = FewShotSegmenter(model, strategy=strategy, precision=precision,
-                               seg_type=scene.seg_type)
+                               seg_type=scene.seg_type, refine=cfg.get("refine", "auto"))
         seg.set_prompts([train[i][0] for i in idx], [train[i][1] for i in idx])
         return seg
 
@@ -152,7 +152,7 @@ def _tuned_rows(cfg: DictConfig, model: SegGPT, sub: Scene, rows: _Rows, precisi
     ``tuned+feature_ensemble@K``; returns the prompt and the written paths."""
     prompt, tuner = tune(cfg, model, sub, init_pair)
     paths = write_prompt_files(prompt, tuner.history, out)
-    seg = FewShotSegmenter(model, strategy="tuned", precision=precision)
+    seg = FewShotSegmenter(model, strategy="tuned", precision=precision, refine=cfg.get("refine", "auto"))
     seg.set_tuned_prompt(prompt)
     rows.score("tuned", seg, prompt.summary["seconds"], steps=prompt.summary["steps"])
     seg.set_tuned_prompt(prompt, [p[0] for p in sub.pairs], [p[1] for p in sub.pairs])
