@@ -591,3 +591,21 @@ def test_gate_is_the_prior_grown_by_a_share_of_its_size():
     assert not gate[41, 61]  # the corner is round: 9 px out on both axes is 12.7 px away
     assert not _gate_mask(np.zeros_like(prior), 0.5).any()
 
+
+
+def test_the_search_for_a_lost_object_skips_the_pixels_of_the_objects_still_tracked(monkeypatch):
+    """Id safety: a lost object coming back is never written on another tracked object's pixels."""
+    from painter_seg.apps.video import ObjectTrack
+
+    model = np.zeros((40, 40), np.float32)
+    model[5:25, 5:25] = 0.9  # the model paints the lost object's colour over object 2
+    prop = VideoPropagator.__new__(VideoPropagator)
+    monkeypatch.setattr(prop, "_object_score", lambda track, frame, p: model.copy())
+    prop.settings = VideoSettings(decode="per_object", flow=True, model_weight=0.15, redetect_threshold=0.35)
+    track, frame = ObjectTrack(1, None, 100), np.zeros((40, 40, 3), np.uint8)
+    taken = np.zeros((40, 40), bool)
+    taken[5:25, 5:20] = True  # object 2's expected pixels: 300 of the 400
+    found = prop._fused_score(track, frame, None, taken) > 0.5
+    assert not found[taken].any() and found.sum() == 100  # only the 20 x 5 strip outside object 2
+    assert (prop._fused_score(track, frame, None) > 0.5).sum() == 400  # without it: over object 2
+

@@ -483,14 +483,18 @@ class VideoPropagator:
         score[y0:y1, x0:x1] = np.clip(win, 0.0, 1.0)
         return score
 
-    def _fused_score(self, track: ObjectTrack, frame: np.ndarray, prior: np.ndarray | None) -> np.ndarray:
+    def _fused_score(self, track: ObjectTrack, frame: np.ndarray, prior: np.ndarray | None,
+                     taken: np.ndarray | None = None) -> np.ndarray:
         """Model score fused with the prior and gated around it; a lost object (no prior) is searched for
-        on the whole frame and kept only when its area is plausible."""
+        on the whole frame, outside ``taken`` (the pixels other tracked objects are expected on), and kept
+        only when its area is plausible."""
         s = self.settings
         if prior is None or not (prior > 0.5).any():
             if s.model_weight == 0.0:
                 return np.zeros(frame.shape[:2], np.float32)
             score = self._object_score(track, frame, None)
+            if taken is not None:
+                score[taken] = 0.0
             area = int((score > s.redetect_threshold).sum())
             ok = track.area / s.redetect_area <= area <= track.area * s.redetect_area
             if not ok:
@@ -513,7 +517,15 @@ class VideoPropagator:
         ids = sorted(state.tracks)
         if not ids:
             return np.zeros(state.size, np.int64)
-        scores = np.stack([self._fused_score(state.tracks[o], frame, priors.get(o)) for o in ids])
+        held = {o: priors[o] > 0.5 for o in ids if o in priors}
+
+        def taken(oid: int) -> np.ndarray | None:  # for a lost object's search: the others' pixels
+            if oid in held and held[oid].any():
+                return None
+            others = [m for o, m in held.items() if o != oid]
+            return np.logical_or.reduce(others) if others else None
+
+        scores = np.stack([self._fused_score(state.tracks[o], frame, priors.get(o), taken(o)) for o in ids])
         best = scores.argmax(axis=0)
         table = np.asarray(ids, np.int64)
         return np.where(scores.max(axis=0) > self.settings.fg_threshold, table[best], 0)
