@@ -9,8 +9,8 @@ linear function of the image's colour, so a score edge moves onto the colour edg
 coefficients are computed at a working size (``max_side``) and applied at full size (the "fast guided
 filter"), so the cost does not grow with the photo.
 
-Measured on the shipped model (docs/refine): 1-shot mIoU persam 70.9 -> 80.4, fss1000 49.4 -> 55.7,
-isbi 71.3 -> 74.0, generated episodes 28.6 -> 34.1; kvasir and the held-out PASCAL classes unchanged
+Measured on the shipped model (docs/refine): 1-shot mIoU persam 70.9 -> 79.8, fss1000 49.4 -> 55.7,
+isbi 71.3 -> 74.0, generated episodes 25.6 -> 30.2; kvasir and the held-out PASCAL classes unchanged
 within 0.6. :func:`resolve_refine` turns it on for coarse grids (``auto``) and leaves ViT-L's 28 x 28
 grid, whose decode is the reference's, alone.
 """
