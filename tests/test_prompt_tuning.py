@@ -363,3 +363,31 @@ def test_tuning_and_strategies_import_nothing_above_them():
                 if isinstance(node, ast.ImportFrom) and node.level >= 2:
                     top = (node.module or "").split(".")[0]
                     assert top not in banned, f"{path.name} imports painter_seg.{node.module}"
+
+
+def test_validation_decodes_as_the_prompt_will_be_used(model, views, tuned):
+    """The step kept is chosen under the decode the prompt is used with (``refine``, default ``auto``: the
+    guided refinement for a coarse grid): the validation mIoU is that of the refined labels."""
+    from painter_seg.codec import paint_to_labels, resolve_refine
+    from painter_seg.tuning.scene import score_labels
+    from painter_seg.tuning.tuner import _Validator
+
+    snap = tuned["prompt"]
+    held = views[2:]
+    strat = build_strategy("tuned", model)
+    strat.set_prompts(tuned=snap)
+    paints = strat.paint([img for img, _ in held], "fp32")
+    grid = (model.half_size[0] // model.patch_size, model.half_size[1] // model.patch_size)
+    seen = {}
+    for refine in ("none", "guided"):
+        preds = [paint_to_labels(p, snap.palette, snap.class_ids, img.shape[:2], image=img,
+                                 refine=resolve_refine(refine, grid), grid=grid)[0]
+                 for p, (img, _) in zip(paints, held)]
+        want = score_labels(preds, [lab for _, lab in held], snap.class_ids, 255)["mIoU"]
+        got = _Validator(model, copy.deepcopy(snap), held, "fp32", 255, refine)(snap.image[None], snap.mask[None])
+        assert got == pytest.approx(want, abs=1e-9), refine
+        seen[refine] = got
+    assert seen["none"] != seen["guided"]  # the two decodes score differently here
+    assert TuneConfig().refine == "auto"
+    with pytest.raises(InputError, match="^refine=sharp: expected one of auto, guided, none"):
+        TuneConfig(refine="sharp")

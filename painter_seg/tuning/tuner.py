@@ -37,6 +37,7 @@ from ..codec.canvas import (
     rgb01_to_tensor,
 )
 from ..codec.palette import build_palette, labels_to_colors, labels_to_compact
+from ..codec.refine import resolve_refine
 from ..codec.seg_type import SegType
 from ..data.in_context import InContextRecipe, augment_view
 from ..errors import InputError
@@ -99,6 +100,9 @@ class TuneConfig:
         ignore_index: mask id that is neither background nor a class (no loss there), or None.
         max_pairs_init: at most this many pairs are averaged for ``init="mean"``.
         seed: drives the batch order, augmentation, validation split and random init.
+        refine: how validation decodes the paint: the decode the prompt will be used with
+            (:func:`~painter_seg.codec.refine.resolve_refine`: ``auto``, ``guided``, ``none``), so
+            the step kept is the best under it.
     """
 
     steps: int = 300
@@ -125,8 +129,10 @@ class TuneConfig:
     ignore_index: int | None = 255
     max_pairs_init: int = 32
     seed: int = 0
+    refine: Any = "auto"
 
     def __post_init__(self) -> None:
+        resolve_refine(self.refine, (1, 1))  # a bad value is an InputError here
         if self.steps < 1 or self.batch_size < 1:
             raise InputError(f"steps={self.steps}, batch_size={self.batch_size}: both must be >= 1")
         if self.warmup_steps < 0:
@@ -239,10 +245,12 @@ class _Validator:
     at each image's size (:func:`~painter_seg.codec.paint_to_labels`), scored per class."""
 
     def __init__(self, model: SegGPT, snapshot: TunedPrompt, pairs: Sequence[LabeledImage],
-                 precision: str, ignore_index: int | None) -> None:
+                 precision: str, ignore_index: int | None, refine: Any = None) -> None:
         self.strategy = build_strategy("tuned", model)
         self.snapshot, self.pairs = snapshot, list(pairs)
         self.precision, self.ignore_index = precision, ignore_index
+        self.grid = (model.half_size[0] // model.patch_size, model.half_size[1] // model.patch_size)
+        self.refine = resolve_refine(refine, self.grid)
 
     def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> float:
         """mIoU with the prompt ``(image, mask)``, each ``[1, 3, h, w]``."""
@@ -251,7 +259,8 @@ class _Validator:
         p.mask.copy_(mask.detach()[0].cpu())
         self.strategy.set_prompts(tuned=p)
         paints = self.strategy.paint([img for img, _ in self.pairs], self.precision)
-        preds = [paint_to_labels(paint, p.palette, p.class_ids, img.shape[:2])[0]
+        preds = [paint_to_labels(paint, p.palette, p.class_ids, img.shape[:2], image=img,
+                                 refine=self.refine, grid=self.grid)[0]
                  for paint, (img, _) in zip(paints, self.pairs)]
         scores = score_labels(preds, [lab for _, lab in self.pairs], p.class_ids,
                               self.ignore_index)
@@ -503,7 +512,7 @@ class PromptTuner:
         cfg = self.config
         snapshot_init = (snapshot.image.clone(), snapshot.mask.clone())  # validate() overwrites it
         params, opt, sched = self._optimizer(*snapshot_init)
-        validate = _Validator(self.model, snapshot, val_pairs, precision, cfg.ignore_index)
+        validate = _Validator(self.model, snapshot, val_pairs, precision, cfg.ignore_index, cfg.refine)
         # the valid pixel range [0, 1] in normalised space
         lo = normalize_tensor(torch.zeros(1, 3, 1, 1, device=self.device))
         hi = normalize_tensor(torch.ones(1, 3, 1, 1, device=self.device))
