@@ -609,3 +609,47 @@ def test_the_search_for_a_lost_object_skips_the_pixels_of_the_objects_still_trac
     assert not found[taken].any() and found.sum() == 100  # only the 20 x 5 strip outside object 2
     assert (prop._fused_score(track, frame, None) > 0.5).sum() == 400  # without it: over object 2
 
+
+
+def test_a_sliver_below_lost_area_ends_the_track_so_the_search_can_start(monkeypatch):
+    from painter_seg.apps.video import ObjectTrack
+
+    model = np.zeros((40, 40), np.float32)
+    prior = np.zeros((40, 40), np.float32)
+    prior[10:13, 10:13] = 1.0  # 9 px left of a 400 px object: the warp lost it
+    prop = VideoPropagator.__new__(VideoPropagator)
+    monkeypatch.setattr(prop, "_object_score", lambda track, frame, p: model)
+    frame, track = np.zeros((40, 40, 3), np.uint8), ObjectTrack(1, None, 400)
+    prop.settings = VideoSettings(decode="per_object", flow=True, model_weight=0.15)
+    assert (prop._fused_score(track, frame, prior) > 0.5).sum() == 9  # off: the sliver holds the track
+    prop.settings = VideoSettings(decode="per_object", flow=True, model_weight=0.15, lost_area=0.1)
+    assert not prop._fused_score(track, frame, prior).any()  # 9 < 0.1 x 400: gone
+    prior[10:30, 10:30] = 1.0
+    assert (prop._fused_score(track, frame, prior) > 0.5).sum() == 400
+    with pytest.raises(InputError, match=r"video.lost_area=1.0: must be in \[0, 1\)"):
+        VideoSettings(decode="per_object", lost_area=1.0)
+
+
+def test_a_found_object_must_look_like_its_annotation(monkeypatch):
+    """redetect_appearance: the region the search finds is kept only when its hue-saturation histogram is
+    within that Bhattacharyya distance of the annotated object's."""
+    from painter_seg.apps.video import ObjectTrack, colour_hist
+
+    frame = np.zeros((40, 40, 3), np.uint8)
+    frame[:, :20] = (200, 30, 30)   # red on the left
+    frame[:, 20:] = (30, 30, 200)   # blue on the right
+    annotated = np.zeros((40, 40), bool)
+    annotated[10:30, 2:18] = True   # the object was red
+    model = np.zeros((40, 40), np.float32)
+    prop = VideoPropagator.__new__(VideoPropagator)
+    monkeypatch.setattr(prop, "_object_score", lambda track, f, p: model.copy())
+    track = ObjectTrack(1, None, 320, hist=colour_hist(frame, annotated))
+    prop.settings = VideoSettings(decode="per_object", flow=True, model_weight=0.15, redetect_threshold=0.35,
+                                  redetect_appearance=0.5)
+    model[10:30, 22:38] = 0.9       # the search finds something blue
+    assert not prop._fused_score(track, frame, None).any()
+    model[:] = 0.0
+    model[10:30, 2:18] = 0.9        # ... or something red
+    assert (prop._fused_score(track, frame, None) > 0.5).sum() == 320
+    with pytest.raises(InputError, match="redetect_appearance"):
+        VideoSettings(decode="per_object", redetect_appearance=1.5)

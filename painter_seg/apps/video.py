@@ -102,6 +102,11 @@ class VideoSettings:
         redetect_threshold: a lost object is searched for on the whole frame and its pixels are those the model
             scores above this (lower than ``fg_threshold``: a small model is less sure of an object coming back
             than of one it follows); the found score is rescaled so this threshold maps to ``fg_threshold``.
+        lost_area: a tracked object whose mask falls below this share of its annotated area counts as gone
+            (no pixels, no prior), so the next frames search the whole frame for it (0: off): a sliver left by a
+            warp that lost its object would otherwise hold the track and block the search.
+        redetect_appearance: a region the search finds is kept only when its hue-saturation histogram is
+            within this Bhattacharyya distance of the annotated object's (:func:`colour_hist`; 1: no check).
         occlusion: with flow, pixels of the frame whose backward flow fails the forward-backward check
             (:func:`occlusion_map`: background uncovered behind a moving object, which a backward warp fills with
             the object it came from and so leaves a trail) get no prior. Unless that empties the prior.
@@ -123,6 +128,8 @@ class VideoSettings:
     min_keep: float = 0.0
     occlusion: bool = False
     redetect_threshold: float = 0.5
+    lost_area: float = 0.0
+    redetect_appearance: float = 1.0
 
     def __post_init__(self) -> None:
         if self.decode not in ("joint", "per_object"):
@@ -133,6 +140,10 @@ class VideoSettings:
             raise InputError(f"context_frames={self.context_frames}: must be >= 0")
         if not 0.0 < self.redetect_threshold <= 1.0:
             raise InputError(f"video.redetect_threshold={self.redetect_threshold}: must be in (0, 1]")
+        if not 0.0 <= self.lost_area < 1.0:
+            raise InputError(f"video.lost_area={self.lost_area}: must be in [0, 1)")
+        if not 0.0 < self.redetect_appearance <= 1.0:
+            raise InputError(f"video.redetect_appearance={self.redetect_appearance}: must be in (0, 1] (1: off)")
         if not 0.0 <= self.model_weight <= 1.0:
             raise InputError(f"video.model_weight={self.model_weight}: must be in [0, 1]")
         if self.decode == "joint" and (self.crop or self.flow or self.memory == "gated"):
@@ -194,6 +205,14 @@ class ObjectTrack:
     anchor: Prompt
     area: int
     memory: deque = field(default_factory=deque)
+    hist: np.ndarray | None = None
+
+
+def colour_hist(frame: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Normalised hue-saturation histogram (16 x 8) of ``frame``'s pixels under ``mask``."""
+    hsv = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2HSV)
+    h = cv2.calcHist([hsv], [0, 1], mask.astype(np.uint8), [16, 8], [0, 180, 0, 256])
+    return cv2.normalize(h, None, 1.0, 0.0, cv2.NORM_L1)
 
 
 @dataclass
@@ -427,7 +446,7 @@ class VideoPropagator:
         for oid in np.unique(labels[labels > 0]):
             mask = labels == oid
             track = ObjectTrack(int(oid), self._object_prompt(frame, mask), int(mask.sum()),
-                                deque(maxlen=self.context_frames))
+                                deque(maxlen=self.context_frames), colour_hist(frame, mask))
             old = state.tracks.get(int(oid))
             if old is not None:
                 track.memory.extend(old.memory)
@@ -497,6 +516,9 @@ class VideoPropagator:
                 score[taken] = 0.0
             area = int((score > s.redetect_threshold).sum())
             ok = track.area / s.redetect_area <= area <= track.area * s.redetect_area
+            if ok and s.redetect_appearance < 1.0 and track.hist is not None:
+                found = colour_hist(frame, score > s.redetect_threshold)
+                ok = cv2.compareHist(track.hist, found, cv2.HISTCMP_BHATTACHARYYA) <= s.redetect_appearance
             if not ok:
                 return np.zeros_like(score)
             return np.clip(score * (s.fg_threshold / s.redetect_threshold), 0.0, 1.0)
@@ -509,6 +531,8 @@ class VideoPropagator:
             kept = int((score > s.fg_threshold).sum())
             if kept <= s.min_keep * int((prior > 0.5).sum()):  # the prediction vanished or collapsed
                 score = prior
+        if s.lost_area > 0 and int((score > s.fg_threshold).sum()) < s.lost_area * track.area:
+            return np.zeros_like(score)
         return score
 
     def _predict_objects(self, state: VideoState, frame: np.ndarray, priors: dict[int, np.ndarray]
