@@ -117,6 +117,9 @@ def check_overrides(config_name: str, args: Sequence[str]) -> None:
         key = getattr(e, "full_key", None) or _quoted_key(text)
         if key and ("not in struct" in text or "Could not override" in text or "Could not append" in text):
             arg = next((a for a in args if a.lstrip("+~").partition("=")[0] == key), key)
+            if "Could not append" in text:  # '+key=...' for a key the config already has
+                raise InputError(f"{arg}: {key!r} is already in {config_name}.yaml; set it without '+' "
+                                 f"({key}=...)") from None
             raise InputError(f"{arg}: unknown key {key!r} in {config_name}.yaml "
                              f"({PROG} {config_name} --help lists the keys)") from None
         raise InputError(f"bad override: {text}") from None

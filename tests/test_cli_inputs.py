@@ -190,6 +190,9 @@ BAD_ARGUMENTS = [
     ("stepz=3", "stepz=3: unknown key 'stepz' in segment.yaml (painter-seg segment --help lists the keys)"),
     ("prompt.imagez=[a.png]", ("prompt.imagez=[a.png]: unknown key 'prompt.imagez' in segment.yaml "
                                "(painter-seg segment --help lists the keys)")),
+    ("+max_side=64", "+max_side=64: 'max_side' is already in segment.yaml; set it without '+' (max_side=...)"),
+    ("refine=sharp", ("refine=sharp: expected one of auto, guided, none (or settings such as "
+                      "{radius: 1.0, eps: 0.003})")),
     ("max_side=[1", ("bad override: no viable alternative at input '[1' See "
                      "https://hydra.cc/docs/1.2/advanced/override_grammar/basic for details")),
 ]
