@@ -143,7 +143,7 @@ class FewShotSegmenter:
         self.bg_threshold = float(bg_threshold)
         self.resize_mode = resize_mode
         self.resize_masks = resize_masks
-        self.grid = (model.half_size[0] // model.patch_size, model.half_size[1] // model.patch_size)
+        self.grid = model.half_grid
         self.refine = resolve_refine(refine, self.grid)
         self.reset()
 

@@ -514,11 +514,12 @@ class VideoPropagator:
             score = self._object_score(track, frame, None)
             if taken is not None:
                 score[taken] = 0.0
-            area = int((score > s.redetect_threshold).sum())
+            found = score > s.redetect_threshold
+            area = int(found.sum())
             ok = track.area / s.redetect_area <= area <= track.area * s.redetect_area
             if ok and s.redetect_appearance < 1.0 and track.hist is not None:
-                found = colour_hist(frame, score > s.redetect_threshold)
-                ok = cv2.compareHist(track.hist, found, cv2.HISTCMP_BHATTACHARYYA) <= s.redetect_appearance
+                dist = cv2.compareHist(track.hist, colour_hist(frame, found), cv2.HISTCMP_BHATTACHARYYA)
+                ok = dist <= s.redetect_appearance
             if not ok:
                 return np.zeros_like(score)
             return np.clip(score * (s.fg_threshold / s.redetect_threshold), 0.0, 1.0)
@@ -541,12 +542,11 @@ class VideoPropagator:
         ids = sorted(state.tracks)
         if not ids:
             return np.zeros(state.size, np.int64)
-        held = {o: priors[o] > 0.5 for o in ids if o in priors}
-
-        def taken(oid: int) -> np.ndarray | None:  # for a lost object's search: the others' pixels
-            if oid in held and held[oid].any():
+        def taken(oid: int) -> np.ndarray | None:  # for a lost object's search only: the others' pixels
+            prior = priors.get(oid)
+            if prior is not None and (prior > 0.5).any():
                 return None
-            others = [m for o, m in held.items() if o != oid]
+            others = [priors[o] > 0.5 for o in ids if o != oid and o in priors]
             return np.logical_or.reduce(others) if others else None
 
         scores = np.stack([self._fused_score(state.tracks[o], frame, priors.get(o), taken(o)) for o in ids])

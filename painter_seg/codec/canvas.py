@@ -484,13 +484,13 @@ def paint_to_labels(
         ``(labels, paint, scores)``: ``[H, W]`` int64 ids (0 = background), the resized
         ``[H, W, 3]`` float32 paint and ``[H, W]`` float32 scores in [0, 1].
     """
+    resized = resize_paint(paint, size, mode=mode)
     if refine is not None:
         if image is None or grid is None:
             raise ValueError("paint_to_labels: refine needs the query image and the patch grid")
         compact, scores = refine_decode(paint, palette, image, size, grid, refine, bg_threshold)
-        paint = resize_paint(paint, size, mode=mode)
     else:
-        paint = resize_paint(paint, size, mode=mode)
-        compact, scores = decode_paint(paint, palette, bg_threshold=bg_threshold)
+        compact, scores = decode_paint(resized, palette, bg_threshold=bg_threshold)
+    paint = resized
     labels = expand_labels(compact, ids).astype(np.int64)
     return labels, paint, scores.astype(np.float32)

@@ -325,6 +325,11 @@ class SegGPT(nn.Module):
         """(h, w) of one canvas half: the size prompts and queries are resized to."""
         return self.img_size[0] // 2, self.img_size[1]
 
+    @property
+    def half_grid(self) -> tuple[int, int]:
+        """(rows, cols) of patches in one canvas half."""
+        return self.grid_size[0] // 2, self.grid_size[1]
+
     def query_mask(self, device: torch.device | str | None = None) -> torch.Tensor:
         """``[1, L]`` bool: True on the query (bottom) half of the patch grid, as the official engine."""
         m = torch.zeros(1, self.num_patches, dtype=torch.bool, device=device)

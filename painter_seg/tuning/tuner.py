@@ -249,7 +249,7 @@ class _Validator:
         self.strategy = build_strategy("tuned", model)
         self.snapshot, self.pairs = snapshot, list(pairs)
         self.precision, self.ignore_index = precision, ignore_index
-        self.grid = (model.half_size[0] // model.patch_size, model.half_size[1] // model.patch_size)
+        self.grid = model.half_grid
         self.refine = resolve_refine(refine, self.grid)
 
     def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> float:
