@@ -605,7 +605,7 @@ def test_the_search_for_a_lost_object_skips_the_pixels_of_the_objects_still_trac
     track, frame = ObjectTrack(1, None, 100), np.zeros((40, 40, 3), np.uint8)
     taken = np.zeros((40, 40), bool)
     taken[5:25, 5:20] = True  # object 2's expected pixels: 300 of the 400
-    found = prop._fused_score(track, frame, None, taken) > 0.5
+    found = prop._fused_score(track, frame, None, lambda: taken) > 0.5
     assert not found[taken].any() and found.sum() == 100  # only the 20 x 5 strip outside object 2
     assert (prop._fused_score(track, frame, None) > 0.5).sum() == 400  # without it: over object 2
 
@@ -653,3 +653,80 @@ def test_a_found_object_must_look_like_its_annotation(monkeypatch):
     assert (prop._fused_score(track, frame, None) > 0.5).sum() == 320
     with pytest.raises(InputError, match="redetect_appearance"):
         VideoSettings(decode="per_object", redetect_appearance=1.5)
+
+
+def test_object_likelihood_follows_the_annotated_colours():
+    from painter_seg.apps.video import colour_hist, object_likelihood
+
+    frame = np.zeros((40, 60, 3), np.uint8)
+    frame[:, :20] = (200, 30, 30)    # red: the object
+    frame[:, 20:40] = (30, 30, 200)  # blue: the background
+    frame[:, 40:] = (30, 200, 30)    # green: in neither histogram
+    obj = np.zeros((40, 60), bool)
+    obj[:, :20] = True
+    like = object_likelihood(frame, colour_hist(frame, obj), colour_hist(frame, ~obj & (np.arange(60) < 40)))
+    assert like.shape == (40, 60) and like.dtype == np.float32
+    assert (like[:, :20] == 1.0).all() and (like[:, 20:40] == 0.0).all() and (like[:, 40:] == 0.5).all()
+
+
+def _two_colour_scene():
+    """A 40 x 60 frame: a red 16 x 16 object at rows 12-28, cols 36-52 on blue; annotated earlier at
+    cols 4-20 of a frame of the same colours."""
+    from painter_seg.apps.video import ObjectTrack, colour_hist
+
+    frame = np.zeros((40, 60, 3), np.uint8)
+    frame[:] = (30, 30, 200)
+    frame[12:28, 36:52] = (200, 30, 30)
+    before = np.zeros_like(frame)
+    before[:] = (30, 30, 200)
+    before[12:28, 4:20] = (200, 30, 30)
+    annotated = np.zeros((40, 60), bool)
+    annotated[12:28, 4:20] = True
+    track = ObjectTrack(1, None, 256, hist=colour_hist(before, annotated), bg_hist=colour_hist(before, ~annotated))
+    return frame, track
+
+
+def test_the_search_cuts_its_coarse_blob_to_the_object_colours(monkeypatch):
+    """redetect_colours: the model's blob (patch-coarse, twice the object, with a stray patch) is cut to the
+    pixels coloured like the object and to its largest part, so the appearance check can accept it."""
+    frame, track = _two_colour_scene()
+    model = np.zeros((40, 60), np.float32)
+    model[6:34, 30:58] = 0.6   # 784 px around the 256 px object
+    model[0:4, 0:4] = 0.6      # a stray patch
+    prop = VideoPropagator.__new__(VideoPropagator)
+    monkeypatch.setattr(prop, "_object_score", lambda t, f, p: model.copy())
+    base = dict(decode="per_object", flow=True, model_weight=0.15, redetect_threshold=0.35,
+                redetect_appearance=0.5)
+    prop.settings = VideoSettings(**base)
+    assert not prop._fused_score(track, frame, None).any()  # the blob is mostly blue: rejected
+    prop.settings = VideoSettings(**base, redetect_colours=True)
+    found = prop._fused_score(track, frame, None) > 0.5
+    assert found[12:28, 36:52].all() and found.sum() == 256  # exactly the object
+
+
+def test_a_track_dragged_onto_background_ends_and_is_searched_for_in_the_same_frame(monkeypatch):
+    """lost_colour: the flow left the object's mask on background (blue, unlike the red object): the track
+    ends and the full-frame search finds the object in that frame, not one frame later."""
+    frame, track = _two_colour_scene()
+    prior = np.zeros((40, 60), np.float32)
+    prior[12:28, 4:20] = 1.0  # where the object was: now blue background
+
+    def model(t, f, p):
+        out = np.zeros((40, 60), np.float32)
+        if p is None:  # the full-frame search sees the object
+            out[12:28, 36:52] = 0.9
+        return out
+
+    prop = VideoPropagator.__new__(VideoPropagator)
+    monkeypatch.setattr(prop, "_object_score", model)
+    base = dict(decode="per_object", flow=True, model_weight=0.15, redetect_threshold=0.35)
+    prop.settings = VideoSettings(**base)
+    ghost = prop._fused_score(track, frame, prior) > 0.5
+    assert ghost[12:28, 4:20].all() and ghost.sum() == 256  # off: the ghost holds the track
+    prop.settings = VideoSettings(**base, lost_colour=0.3)
+    found = prop._fused_score(track, frame, prior) > 0.5
+    assert found[12:28, 36:52].all() and found.sum() == 256
+    frame[12:28, 4:20] = (200, 30, 30)  # the object really is under its prior: the track holds
+    assert (prop._fused_score(track, frame, prior) > 0.5)[12:28, 4:20].all()
+    with pytest.raises(InputError, match=r"video.lost_colour=1.0: must be in \[0, 1\)"):
+        VideoSettings(decode="per_object", lost_colour=1.0)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,6 +107,12 @@ class VideoSettings:
             warp that lost its object would otherwise hold the track and block the search.
         redetect_appearance: a region the search finds is kept only when its hue-saturation histogram is
             within this Bhattacharyya distance of the annotated object's (:func:`colour_hist`; 1: no check).
+        redetect_colours: before those checks, the region the search finds is cut to its pixels whose colour
+            is likelier the object's than the background's in the annotated frame (:func:`object_likelihood`)
+            and to its largest connected part: the model's blob is patch-coarse and carries background.
+        lost_colour: a tracked object whose mask's mean object likelihood (:func:`object_likelihood`) is below
+            this counts as gone, like ``lost_area`` (0: off): the flow, outrun by a fast object, drags its mask
+            onto background that looks nothing like it.
         occlusion: with flow, pixels of the frame whose backward flow fails the forward-backward check
             (:func:`occlusion_map`: background uncovered behind a moving object, which a backward warp fills with
             the object it came from and so leaves a trail) get no prior. Unless that empties the prior.
@@ -130,6 +136,8 @@ class VideoSettings:
     redetect_threshold: float = 0.5
     lost_area: float = 0.0
     redetect_appearance: float = 1.0
+    redetect_colours: bool = False
+    lost_colour: float = 0.0
 
     def __post_init__(self) -> None:
         if self.decode not in ("joint", "per_object"):
@@ -142,6 +150,8 @@ class VideoSettings:
             raise InputError(f"video.redetect_threshold={self.redetect_threshold}: must be in (0, 1]")
         if not 0.0 <= self.lost_area < 1.0:
             raise InputError(f"video.lost_area={self.lost_area}: must be in [0, 1)")
+        if not 0.0 <= self.lost_colour < 1.0:
+            raise InputError(f"video.lost_colour={self.lost_colour}: must be in [0, 1)")
         if not 0.0 < self.redetect_appearance <= 1.0:
             raise InputError(f"video.redetect_appearance={self.redetect_appearance}: must be in (0, 1] (1: off)")
         if not 0.0 <= self.model_weight <= 1.0:
@@ -206,13 +216,36 @@ class ObjectTrack:
     area: int
     memory: deque = field(default_factory=deque)
     hist: np.ndarray | None = None
+    bg_hist: np.ndarray | None = None
+
+
+_HIST_BINS = (16, 8)  # hue, saturation
 
 
 def colour_hist(frame: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Normalised hue-saturation histogram (16 x 8) of ``frame``'s pixels under ``mask``."""
     hsv = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2HSV)
-    h = cv2.calcHist([hsv], [0, 1], mask.astype(np.uint8), [16, 8], [0, 180, 0, 256])
+    h = cv2.calcHist([hsv], [0, 1], mask.astype(np.uint8), list(_HIST_BINS), [0, 180, 0, 256])
     return cv2.normalize(h, None, 1.0, 0.0, cv2.NORM_L1)
+
+
+def object_likelihood(frame: np.ndarray, fg_hist: np.ndarray, bg_hist: np.ndarray) -> np.ndarray:
+    """``[H, W]`` float32 in [0, 1]: per pixel, ``p_fg / (p_fg + p_bg)`` of its hue-saturation bin under the
+    object's and the background's histograms (:func:`colour_hist`); 0.5 for a colour neither has."""
+    hsv = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2HSV)
+    hb = (hsv[..., 0].astype(np.int32) * _HIST_BINS[0]) // 180
+    sb = (hsv[..., 1].astype(np.int32) * _HIST_BINS[1]) // 256
+    fg, bg = np.asarray(fg_hist, np.float32), np.asarray(bg_hist, np.float32)
+    table = np.where(fg + bg > 0, fg / np.maximum(fg + bg, 1e-12), 0.5)
+    return table[np.minimum(hb, _HIST_BINS[0] - 1), sb].astype(np.float32)
+
+
+def largest_part(mask: np.ndarray) -> np.ndarray:
+    """The largest 8-connected part of a boolean mask (the mask itself when it has at most one)."""
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if n <= 2:
+        return mask
+    return lab == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
 
 
 @dataclass
@@ -446,7 +479,8 @@ class VideoPropagator:
         for oid in np.unique(labels[labels > 0]):
             mask = labels == oid
             track = ObjectTrack(int(oid), self._object_prompt(frame, mask), int(mask.sum()),
-                                deque(maxlen=self.context_frames), colour_hist(frame, mask))
+                                deque(maxlen=self.context_frames), colour_hist(frame, mask),
+                                colour_hist(frame, labels == 0))
             old = state.tracks.get(int(oid))
             if old is not None:
                 track.memory.extend(old.memory)
@@ -503,26 +537,19 @@ class VideoPropagator:
         return score
 
     def _fused_score(self, track: ObjectTrack, frame: np.ndarray, prior: np.ndarray | None,
-                     taken: np.ndarray | None = None) -> np.ndarray:
-        """Model score fused with the prior and gated around it; a lost object (no prior) is searched for
-        on the whole frame, outside ``taken`` (the pixels other tracked objects are expected on), and kept
-        only when its area is plausible."""
+                     taken: Callable[[], np.ndarray | None] | None = None) -> np.ndarray:
+        """Model score fused with the prior and gated around it. An object with no prior, or whose track ends
+        in this frame (``lost_area``, ``lost_colour``), is searched for on the whole frame at once
+        (:meth:`_search`)."""
+        if prior is not None and (prior > 0.5).any():
+            score = self._tracked_score(track, frame, prior)
+            if score is not None:
+                return score
+        return self._search(track, frame, taken() if taken is not None else None)
+
+    def _tracked_score(self, track: ObjectTrack, frame: np.ndarray, prior: np.ndarray) -> np.ndarray | None:
+        """The fused score of an object the flow still follows, or None when its track ends here."""
         s = self.settings
-        if prior is None or not (prior > 0.5).any():
-            if s.model_weight == 0.0:
-                return np.zeros(frame.shape[:2], np.float32)
-            score = self._object_score(track, frame, None)
-            if taken is not None:
-                score[taken] = 0.0
-            found = score > s.redetect_threshold
-            area = int(found.sum())
-            ok = track.area / s.redetect_area <= area <= track.area * s.redetect_area
-            if ok and s.redetect_appearance < 1.0 and track.hist is not None:
-                dist = cv2.compareHist(track.hist, colour_hist(frame, found), cv2.HISTCMP_BHATTACHARYYA)
-                ok = dist <= s.redetect_appearance
-            if not ok:
-                return np.zeros_like(score)
-            return np.clip(score * (s.fg_threshold / s.redetect_threshold), 0.0, 1.0)
         if s.model_weight == 0.0:
             return prior
         score = self._object_score(track, frame, prior)
@@ -532,9 +559,37 @@ class VideoPropagator:
             kept = int((score > s.fg_threshold).sum())
             if kept <= s.min_keep * int((prior > 0.5).sum()):  # the prediction vanished or collapsed
                 score = prior
-        if s.lost_area > 0 and int((score > s.fg_threshold).sum()) < s.lost_area * track.area:
-            return np.zeros_like(score)
+        kept = score > s.fg_threshold
+        if s.lost_area > 0 and int(kept.sum()) < s.lost_area * track.area:
+            return None
+        if s.lost_colour > 0 and track.hist is not None and track.bg_hist is not None and kept.any():
+            y0, y1, x0, x1 = mask_box(kept)
+            like = object_likelihood(frame[y0:y1, x0:x1], track.hist, track.bg_hist)
+            if float(like[kept[y0:y1, x0:x1]].mean()) < s.lost_colour:
+                return None
         return score
+
+    def _search(self, track: ObjectTrack, frame: np.ndarray, taken: np.ndarray | None) -> np.ndarray:
+        """A lost object searched for on the whole frame, outside ``taken`` (the pixels other tracked objects
+        are expected on); kept only when its area (and, if set, its colours) are plausible."""
+        s = self.settings
+        if s.model_weight == 0.0:
+            return np.zeros(frame.shape[:2], np.float32)
+        score = self._object_score(track, frame, None)
+        if taken is not None:
+            score[taken] = 0.0
+        found = score > s.redetect_threshold
+        if s.redetect_colours and track.hist is not None and track.bg_hist is not None and found.any():
+            found = largest_part(found & (object_likelihood(frame, track.hist, track.bg_hist) > 0.5))
+            score = np.where(found, score, 0.0)
+        area = int(found.sum())
+        ok = track.area / s.redetect_area <= area <= track.area * s.redetect_area
+        if ok and s.redetect_appearance < 1.0 and track.hist is not None:
+            dist = cv2.compareHist(track.hist, colour_hist(frame, found), cv2.HISTCMP_BHATTACHARYYA)
+            ok = dist <= s.redetect_appearance
+        if not ok:
+            return np.zeros_like(score)
+        return np.clip(score * (s.fg_threshold / s.redetect_threshold), 0.0, 1.0)
 
     def _predict_objects(self, state: VideoState, frame: np.ndarray, priors: dict[int, np.ndarray]
                          ) -> np.ndarray:
@@ -542,12 +597,12 @@ class VideoPropagator:
         ids = sorted(state.tracks)
         if not ids:
             return np.zeros(state.size, np.int64)
-        def taken(oid: int) -> np.ndarray | None:  # for a lost object's search only: the others' pixels
-            prior = priors.get(oid)
-            if prior is not None and (prior > 0.5).any():
-                return None
-            others = [priors[o] > 0.5 for o in ids if o != oid and o in priors]
-            return np.logical_or.reduce(others) if others else None
+
+        def taken(oid: int) -> Callable[[], np.ndarray | None]:  # for a search only: the others' pixels
+            def others() -> np.ndarray | None:
+                masks = [priors[o] > 0.5 for o in ids if o != oid and o in priors]
+                return np.logical_or.reduce(masks) if masks else None
+            return others
 
         scores = np.stack([self._fused_score(state.tracks[o], frame, priors.get(o), taken(o)) for o in ids])
         best = scores.argmax(axis=0)
