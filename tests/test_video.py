@@ -695,8 +695,8 @@ def test_the_search_cuts_its_coarse_blob_to_the_object_colours(monkeypatch):
     model[0:4, 0:4] = 0.6      # a stray patch
     prop = VideoPropagator.__new__(VideoPropagator)
     monkeypatch.setattr(prop, "_object_score", lambda t, f, p: model.copy())
-    base = dict(decode="per_object", flow=True, model_weight=0.15, redetect_threshold=0.35,
-                redetect_appearance=0.5)
+    base = {"decode": "per_object", "flow": True, "model_weight": 0.15, "redetect_threshold": 0.35,
+                "redetect_appearance": 0.5}
     prop.settings = VideoSettings(**base)
     assert not prop._fused_score(track, frame, None).any()  # the blob is mostly blue: rejected
     prop.settings = VideoSettings(**base, redetect_colours=True)
@@ -719,7 +719,7 @@ def test_a_track_dragged_onto_background_ends_and_is_searched_for_in_the_same_fr
 
     prop = VideoPropagator.__new__(VideoPropagator)
     monkeypatch.setattr(prop, "_object_score", model)
-    base = dict(decode="per_object", flow=True, model_weight=0.15, redetect_threshold=0.35)
+    base = {"decode": "per_object", "flow": True, "model_weight": 0.15, "redetect_threshold": 0.35}
     prop.settings = VideoSettings(**base)
     ghost = prop._fused_score(track, frame, prior) > 0.5
     assert ghost[12:28, 4:20].all() and ghost.sum() == 256  # off: the ghost holds the track
