@@ -152,12 +152,34 @@ def test_fg_weight_reaches_the_loss(model, views, monkeypatch):
         ids = [5, 6]
         palette = np.array([[0, 0, 0], [255, 255, 255], [255, 255, 127]], np.uint8)
         t._optimizer(*t.initial_prompt(views, ids, palette))
-        q, truth, valid = t._batch(np.random.default_rng(0), views, [1, 2], ids, palette)
+        q, truth, valid, _ = t._batch(np.random.default_rng(0), views, [1, 2], ids, palette)
         with torch.no_grad():
             losses[w] = float(t.loss(q, truth, valid, 0))
     assert [k["fg_weight"] for k in seen] == [1.0, 3.0] and losses[1.0] != losses[3.0]
     with pytest.raises(InputError, match="fg_weight=0"):
         TuneConfig(fg_weight=0)
+
+
+def test_decoded_loss_scores_the_refined_decode_and_reaches_the_prompt(model, views):
+    """loss=decoded: the cross-entropy of the decoded (refined) class scores, differentiable in the prompt mask;
+    a bad value is one error."""
+    ids = [5, 6]
+    palette = np.array([[0, 0, 0], [255, 255, 255], [255, 255, 127]], np.uint8)
+    values = {}
+    for loss in ("paint", "decoded"):
+        t = PromptTuner(model, TuneConfig(loss=loss, init="pair", train_image=False, refine="guided"))
+        t._optimizer(*t.initial_prompt(views, ids, palette))
+        q, truth, valid, labels = t._batch(np.random.default_rng(0), views, [1, 2], ids, palette)
+        assert labels.shape == (2, *t.half_size) and set(labels.unique().tolist()) <= {0, 1, 2}
+        value = t.loss(q, truth, valid, 0, "fp32", labels, palette)
+        value.backward()
+        values[loss] = float(value)
+        assert t.mask.grad is not None and float(t.mask.grad.abs().sum()) > 0
+    assert np.isfinite(values["decoded"]) and values["decoded"] > 0 and values["decoded"] != values["paint"]
+    with pytest.raises(ValueError, match="needs the true labels"):
+        t.loss(q, truth, valid, 0)  # t: the decoded one
+    with pytest.raises(InputError, match="loss=dice: expected one of paint, decoded"):
+        TuneConfig(loss="dice")
 
 
 def test_artifact_round_trips(tmp_path, model, tuned):

@@ -122,3 +122,45 @@ def test_segmenter_refines_by_default_and_none_is_the_plain_decode(tiny_model):
     want_r, _, _ = paint_to_labels(paint, refined.palette, refined.ids, (96, 96), image=image,
                                    refine=GuidedRefine(), grid=refined.grid)
     np.testing.assert_array_equal(refined.predict(image).labels, want_r)
+
+
+def test_the_torch_guided_filter_is_the_numpy_one():
+    import torch
+
+    from painter_seg.codec.refine import guided_filter, guided_filter_torch
+
+    rng = np.random.default_rng(0)
+    guide = rng.random((40, 56, 3)).astype(np.float32)
+    srcs = rng.random((3, 40, 56)).astype(np.float32)
+    for r in (1, 5, 16):
+        want = guided_filter(guide, srcs, r, 3e-3)
+        got = guided_filter_torch(torch.from_numpy(guide).permute(2, 0, 1)[None], torch.from_numpy(srcs)[None],
+                                  r, 3e-3)[0].numpy()
+        assert np.abs(got - want).max() < 1e-4
+    with pytest.raises(ValueError, match="radius < H, W"):
+        guided_filter_torch(torch.zeros(1, 3, 8, 8), torch.zeros(1, 2, 8, 8), 8, 3e-3)
+
+
+def test_decoded_cross_entropy_is_the_decode_s_own_score():
+    import torch
+
+    from painter_seg.codec import build_palette, decode_paint_scores
+    from painter_seg.model.loss import decoded_cross_entropy
+
+    palette = build_palette(2)
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 3, (1, 12, 16))
+    paint = palette[labels[0]].astype(np.float32) + rng.normal(0, 40, (12, 16, 3)).astype(np.float32)
+    probs = decode_paint_scores(paint, palette)  # [3, 12, 16]
+    want = -np.log(np.take_along_axis(probs, labels, 0).clip(1e-6)).mean()
+    from painter_seg.codec.canvas import normalize_tensor
+
+    x = normalize_tensor(torch.from_numpy(paint / 255.0).permute(2, 0, 1)[None].float()).requires_grad_()
+    got = decoded_cross_entropy(x, torch.from_numpy(labels), palette)
+    assert float(got) == pytest.approx(float(want), rel=1e-3)
+    got.backward()
+    assert float(x.grad.abs().sum()) > 0
+    exact = normalize_tensor(torch.from_numpy(palette[labels[0]] / 255.0).permute(2, 0, 1)[None].float())
+    assert float(decoded_cross_entropy(exact, torch.from_numpy(labels), palette)) < 1e-3  # painted right
+    guide = torch.rand(1, 3, 12, 16)
+    assert float(decoded_cross_entropy(exact, torch.from_numpy(labels), palette, guide, 2)) > 0  # refined: smoothed

@@ -186,3 +186,41 @@ def refine_decode(paint: Any, palette: np.ndarray, image: np.ndarray, size: Sequ
         labels[weak] = 0
         scores = np.where(weak, np.clip(p_bg / total, 0.0, 1.0), scores)
     return labels, scores.astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------- differentiable form
+
+def _box_t(x: Any, r: int) -> Any:
+    """Mean over ``(2r+1)^2`` windows of ``[B, C, H, W]``, borders mirrored as cv2's ``BORDER_REFLECT``."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.cat([x[..., :r, :].flip(-2), x, x[..., -r:, :].flip(-2)], dim=-2)
+    x = torch.cat([x[..., :r].flip(-1), x, x[..., -r:].flip(-1)], dim=-1)
+    return F.avg_pool2d(x, 2 * r + 1, stride=1)
+
+
+def guided_filter_torch(guide: Any, srcs: Any, radius: int, eps: float) -> Any:
+    """:func:`guided_filter` in torch, differentiable in ``srcs``: ``guide`` ``[B, 3, H, W]`` in 0..1, ``srcs``
+    ``[B, C, H, W]``; returns ``[B, C, H, W]``. ``radius`` must be below H and W."""
+    r = max(1, int(radius))
+    if guide.shape[1] != 3 or guide.shape[-2:] != srcs.shape[-2:] or r >= min(guide.shape[-2:]):
+        raise ValueError(f"guided_filter_torch: guide [B, 3, H, W] and srcs [B, C, H, W] of one size, radius < "
+                         f"H, W; got {tuple(guide.shape)}, {tuple(srcs.shape)}, radius {r}")
+    chan = [guide[:, i : i + 1] for i in range(3)]
+    mean = [_box_t(c, r) for c in chan]
+
+    def var(i: int, j: int) -> Any:
+        return _box_t(chan[i] * chan[j], r) - mean[i] * mean[j]
+
+    a, b, c, d, f, g = var(0, 0) + eps, var(0, 1), var(0, 2), var(1, 1) + eps, var(1, 2), var(2, 2) + eps
+    i00, i01, i02 = d * g - f * f, c * f - b * g, b * f - c * d
+    i11, i12, i22 = a * g - c * c, b * c - a * f, a * d - b * b
+    inv_det = 1.0 / (a * i00 + b * i01 + c * i02)
+    mean_p = _box_t(srcs, r)
+    cov = [_box_t(chan[i] * srcs, r) - mean[i] * mean_p for i in range(3)]
+    a0 = (i00 * cov[0] + i01 * cov[1] + i02 * cov[2]) * inv_det
+    a1 = (i01 * cov[0] + i11 * cov[1] + i12 * cov[2]) * inv_det
+    a2 = (i02 * cov[0] + i12 * cov[1] + i22 * cov[2]) * inv_det
+    coef_b = _box_t(mean_p - a0 * mean[0] - a1 * mean[1] - a2 * mean[2], r)
+    return _box_t(a0, r) * chan[0] + _box_t(a1, r) * chan[1] + _box_t(a2, r) * chan[2] + coef_b

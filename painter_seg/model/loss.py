@@ -5,7 +5,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..codec.canvas import normalize
+from ..codec.canvas import denormalize_tensor, normalize
+from ..codec.palette import palette_sigma
+from ..codec.refine import guided_filter_torch
 
 # The background colour (black) in the model's ImageNet-normalised target space.
 _BLACK = tuple(normalize(np.zeros(3)).tolist())
@@ -52,3 +54,47 @@ def masked_smooth_l1(
         m = m * (1.0 + (fg_weight - 1.0) * fg)
     loss = F.smooth_l1_loss(pred, target.to(pred.dtype), reduction="none", beta=beta)
     return (loss * m).sum() / m.sum().clamp_min(1e-6)
+
+
+def decoded_cross_entropy(
+    paint: torch.Tensor,
+    labels: torch.Tensor,
+    palette: np.ndarray,
+    guide: torch.Tensor | None = None,
+    radius: int = 1,
+    eps: float = 3e-3,
+    valid: torch.Tensor | None = None,
+    fg_weight: float = 1.0,
+) -> torch.Tensor:
+    """Cross-entropy of the class probabilities the few-shot decode reads from a painted half: the colour match
+    of :func:`~painter_seg.codec.palette.decode_paint_scores` (same kernel width), refined along ``guide``'s
+    edges as :mod:`painter_seg.codec.refine` does when ``guide`` is given. Differentiable in ``paint``.
+
+    Args:
+        paint: ``[N, 3, h, w]`` painted halves (ImageNet-normalised space, as the model outputs them).
+        labels: ``[N, h, w]`` int64 true compact ids ``0..K`` (palette rows).
+        palette: ``[K + 1, 3]`` colours (row 0 = background).
+        guide: ``[N, 3, h, w]`` the query images in 0..1, or None for the plain decode.
+        radius: the refinement's window radius in pixels.
+        eps: its regularisation.
+        valid: optional ``[N, 1, h, w]`` per-pixel weight (0 on ignored pixels).
+        fg_weight: weight of pixels whose true id is not background.
+
+    Returns:
+        Scalar: the weighted mean of ``-log p(true id)``.
+    """
+    if fg_weight <= 0:
+        raise ValueError(f"fg_weight must be > 0, got {fg_weight}")
+    px = denormalize_tensor(paint.float()) * 255.0
+    pal = torch.as_tensor(np.asarray(palette, np.float32).reshape(-1, 3), device=px.device)
+    d2 = ((px[:, None] - pal[None, :, :, None, None]) ** 2).sum(2)  # [N, K + 1, h, w]
+    sigma = palette_sigma(np.asarray(palette))
+    probs = torch.softmax(-d2 / (2.0 * sigma * sigma), dim=1)
+    if guide is not None:
+        probs = guided_filter_torch(guide.float(), probs, radius, eps).clamp_min(0.0)
+        probs = probs / probs.sum(1, keepdim=True).clamp_min(1e-6)
+    p_true = probs.gather(1, labels[:, None].long()).squeeze(1).clamp_min(1e-6)
+    w = torch.where(labels > 0, float(fg_weight), 1.0).to(px.dtype)
+    if valid is not None:
+        w = w * valid[:, 0].to(px.dtype)
+    return -(torch.log(p_true) * w).sum() / w.sum().clamp_min(1e-6)

@@ -28,6 +28,7 @@ from tqdm import tqdm
 from ..checkpoint import weights_fingerprint
 from ..codec.canvas import (
     canvas_tensors,
+    denormalize_tensor,
     labels_to_tensor,
     normalize_tensor,
     paint_to_labels,
@@ -42,7 +43,7 @@ from ..codec.seg_type import SegType
 from ..data.in_context import InContextRecipe, augment_view
 from ..errors import InputError
 from ..model import SegGPT
-from ..model.loss import masked_smooth_l1
+from ..model.loss import decoded_cross_entropy, masked_smooth_l1
 from ..strategies import build_strategy
 from ..utils.runtime import autocast, resolve_precision
 from ..utils.schedule import build_scheduler
@@ -50,6 +51,7 @@ from .artifact import TunedPrompt
 from .scene import LabeledImage, score_labels, split_pairs
 
 INITS = ("pair", "mean", "random")
+LOSSES = ("paint", "decoded")
 OPTIMIZERS = ("adam", "adamw")
 
 # Paired augmentation for one scene: milder crops than training (the scene's layout is the signal),
@@ -80,6 +82,9 @@ class TuneConfig:
             error: 100 by default. With the official ViT-L weights 0.01 works too.
         fg_weight: loss weight of foreground (class-coloured) target pixels, background 1
             (:func:`~painter_seg.model.loss.masked_smooth_l1`); 1 = unweighted.
+        loss: ``paint`` (smooth-L1 of the painted colours, the training loss) or ``decoded`` (cross-entropy of
+            the class probabilities the decode reads from the paint, refined as ``refine`` says:
+            :func:`~painter_seg.model.loss.decoded_cross_entropy`): the loss of what is scored.
         init: ``pair`` (the training pair ``init_index``), ``mean`` (the mean of the training
             pairs, images and colour masks) or ``random`` (uniform pixels).
         init_index: which training pair ``init="pair"`` starts from.
@@ -114,6 +119,7 @@ class TuneConfig:
     min_lr_ratio: float = 0.1
     beta: float = 100.0
     fg_weight: float = 1.0
+    loss: str = "paint"
     init: str = "mean"
     init_index: int = 0
     anchor: float = 0.0
@@ -137,6 +143,8 @@ class TuneConfig:
             raise InputError(f"steps={self.steps}, batch_size={self.batch_size}: both must be >= 1")
         if self.warmup_steps < 0:
             raise InputError(f"warmup_steps={self.warmup_steps}: expected >= 0")
+        if self.loss not in LOSSES:
+            raise InputError(f"loss={self.loss}: expected one of {', '.join(LOSSES)}")
         if self.init not in INITS:
             raise InputError(f"init={self.init}: expected one of {', '.join(INITS)}")
         if self.optimizer not in OPTIMIZERS:
@@ -347,9 +355,9 @@ class PromptTuner:
 
     def _batch(self, rng: np.random.Generator, pairs: Sequence[LabeledImage], idx: Sequence[int],
                class_ids: Sequence[int], palette: np.ndarray
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Queries ``[B, 3, h, w]``, their true colour masks ``[B, 3, h, w]`` (both normalised) and
-        the loss weight ``[B, 1, h, w]`` (0 on ``ignore_index``)."""
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries ``[B, 3, h, w]``, their true colour masks ``[B, 3, h, w]`` (both normalised), the
+        loss weight ``[B, 1, h, w]`` (0 on ``ignore_index``) and the true compact ids ``[B, h, w]``."""
         cfg, size = self.config, self.half_size
         imgs, labs = [], []
         for i in idx:
@@ -363,16 +371,19 @@ class PromptTuner:
             labs.append(lab)
         valid = np.stack([np.ones(lab.shape, np.float32) if cfg.ignore_index is None else
                           (lab != cfg.ignore_index).astype(np.float32) for lab in labs])[..., None]
-        truth = labels_to_tensor([labels_to_compact(lab, class_ids) for lab in labs], palette, size)
+        compact = [labels_to_compact(lab, class_ids) for lab in labs]
+        truth = labels_to_tensor(compact, palette, size)
         return (rgb01_to_tensor(np.stack(imgs)), truth,
-                torch.from_numpy(valid.transpose(0, 3, 1, 2)))  # [B, 1, h, w]
+                torch.from_numpy(valid.transpose(0, 3, 1, 2)),  # [B, 1, h, w]
+                torch.from_numpy(np.stack(compact).astype(np.int64)))
 
     # ------------------------------------------------------------------ training
     def loss(self, queries: torch.Tensor, truth: torch.Tensor, valid: torch.Tensor, seg_type: int,
-             precision: str = "fp32") -> torch.Tensor:
-        """Masked smooth-L1 of the model painting ``queries`` under the current prompt
+             precision: str = "fp32", labels: torch.Tensor | None = None,
+             palette: np.ndarray | None = None) -> torch.Tensor:
+        """The loss (``config.loss``) of the model painting ``queries`` under the current prompt
         (differentiable in the prompt). Inputs as returned by the batch builder, on the model's
-        device."""
+        device; ``decoded`` also needs the compact ``labels`` and the ``palette``."""
         assert self.image is not None and self.mask is not None
         b = queries.shape[0]
         imgs, tgts = canvas_tensors(self.image.expand(b, -1, -1, -1),
@@ -381,6 +392,16 @@ class PromptTuner:
         st = torch.full((b,), int(seg_type), device=queries.device)
         with autocast(queries.device, precision):
             pred = self.model(imgs, tgts, qmask, st)
+        if self.config.loss == "decoded":
+            if labels is None or palette is None:
+                raise ValueError("loss='decoded' needs the true labels and the palette")
+            h = queries.shape[-2]
+            refine = resolve_refine(self.config.refine, self.model.half_grid)
+            guide = denormalize_tensor(queries).clamp(0.0, 1.0) if refine is not None else None
+            radius = max(1, round(refine.radius * h / self.model.half_grid[0])) if refine is not None else 1
+            return decoded_cross_entropy(pred[:, :, h:], labels, palette, guide, radius,
+                                         refine.eps if refine is not None else 3e-3, valid,
+                                         self.config.fg_weight)
         target = torch.cat([torch.zeros_like(truth), truth], dim=2)  # only the query half is scored
         weight = torch.cat([torch.ones_like(valid), valid], dim=2)
         return masked_smooth_l1(pred.float(), target, qmask, self.model.patch_size, weight,
@@ -528,7 +549,8 @@ class PromptTuner:
                     order += rng.permutation(len(pairs)).tolist()
                 idx, order = order[: cfg.batch_size], order[cfg.batch_size :]
                 batch = self._batch(rng, pairs, idx, snapshot.class_ids, snapshot.palette)
-                run.last_loss = self._step(opt, sched, batch, snapshot.seg_type, precision)
+                run.last_loss = self._step(opt, sched, batch, snapshot.seg_type, precision,
+                                           snapshot.palette)
                 if cfg.clamp:
                     with torch.no_grad():
                         for p in params:
@@ -550,12 +572,12 @@ class PromptTuner:
         return run
 
     def _step(self, opt: torch.optim.Optimizer, sched: Any,
-              batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], seg_type: int,
-              precision: str) -> float:
+              batch: tuple[torch.Tensor, ...], seg_type: int, precision: str,
+              palette: np.ndarray | None = None) -> float:
         """One optimiser and schedule step on a batch; returns the loss."""
-        q, truth, valid = (t.to(self.device) for t in batch)
+        q, truth, valid, labels = (t.to(self.device) for t in batch)
         opt.zero_grad(set_to_none=True)
-        loss = self.loss(q, truth, valid, int(seg_type), precision)
+        loss = self.loss(q, truth, valid, int(seg_type), precision, labels, palette)
         if self.config.anchor > 0:
             loss = loss + self.anchor_penalty()
         loss.backward()
