@@ -730,3 +730,27 @@ def test_a_track_dragged_onto_background_ends_and_is_searched_for_in_the_same_fr
     assert (prop._fused_score(track, frame, prior) > 0.5)[12:28, 4:20].all()
     with pytest.raises(InputError, match=r"video.lost_colour=1.0: must be in \[0, 1\)"):
         VideoSettings(decode="per_object", lost_colour=1.0)
+
+
+def test_colour_weight_trims_the_warp_s_soft_edge_off_background_but_never_adds_by_colour(monkeypatch):
+    """colour_weight: the fused score mixed with the object's colour likelihood. The soft edge of the prior
+    on background that does not look like the object goes; a pixel the prior holds fully stays whatever its
+    colour; an object-coloured pixel the prior does not cover is not added."""
+    frame, track = _two_colour_scene()  # red object at rows 12-28, cols 36-52, blue background
+    frame[30:34, 4:8] = (200, 30, 30)   # a red patch away from the object
+    prior = np.zeros((40, 60), np.float32)
+    prior[12:28, 36:52] = 1.0
+    prior[12:28, 52:56] = 0.62          # the warp's soft edge, on blue
+    prior[12:28, 32:36] = 1.0           # fully held, on blue
+    prop = VideoPropagator.__new__(VideoPropagator)
+    monkeypatch.setattr(prop, "_object_score", lambda t, f, p: np.zeros((40, 60), np.float32))
+    base = {"decode": "per_object", "flow": True, "model_weight": 0.15, "gate": 2.0}
+    prop.settings = VideoSettings(**base)
+    plain = prop._fused_score(track, frame, prior) > 0.5
+    assert plain[12:28, 32:56].all() and plain.sum() == 16 * 24  # the soft edge passes (0.85 x 0.62)
+    prop.settings = VideoSettings(**base, colour_weight=0.3)
+    mixed = prop._fused_score(track, frame, prior) > 0.5
+    assert mixed[12:28, 32:52].all() and not mixed[12:28, 52:56].any()  # held stays, soft edge goes
+    assert not mixed[30:34, 4:8].any()  # colour alone adds nothing
+    with pytest.raises(InputError, match=r"video.colour_weight=0.5: must be in \[0, 0.5\)"):
+        VideoSettings(decode="per_object", colour_weight=0.5)

@@ -113,6 +113,10 @@ class VideoSettings:
         lost_colour: a tracked object whose mask's mean object likelihood (:func:`object_likelihood`) is below
             this counts as gone, like ``lost_area`` (0: off): the flow, outrun by a fast object, drags its mask
             onto background that looks nothing like it.
+        colour_weight: with flow, the fused score is mixed with the object's colour likelihood
+            (:func:`object_likelihood`): ``(1 - c) x fused + c x likelihood``, inside the gate. Below 0.4 a pixel
+            the prior holds fully stays whatever its colour, and colour alone never adds a pixel; it trims the
+            warp's soft edges and trails where the background does not look like the object (0: off).
         occlusion: with flow, pixels of the frame whose backward flow fails the forward-backward check
             (:func:`occlusion_map`: background uncovered behind a moving object, which a backward warp fills with
             the object it came from and so leaves a trail) get no prior. Unless that empties the prior.
@@ -138,6 +142,7 @@ class VideoSettings:
     redetect_appearance: float = 1.0
     redetect_colours: bool = False
     lost_colour: float = 0.0
+    colour_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.decode not in ("joint", "per_object"):
@@ -150,6 +155,8 @@ class VideoSettings:
             raise InputError(f"video.redetect_threshold={self.redetect_threshold}: must be in (0, 1]")
         if not 0.0 <= self.lost_area < 1.0:
             raise InputError(f"video.lost_area={self.lost_area}: must be in [0, 1)")
+        if not 0.0 <= self.colour_weight < 0.5:
+            raise InputError(f"video.colour_weight={self.colour_weight}: must be in [0, 0.5)")
         if not 0.0 <= self.lost_colour < 1.0:
             raise InputError(f"video.lost_colour={self.lost_colour}: must be in [0, 1)")
         if not 0.0 < self.redetect_appearance <= 1.0:
@@ -555,6 +562,9 @@ class VideoPropagator:
         score = self._object_score(track, frame, prior)
         if s.flow:
             score = s.model_weight * score + (1.0 - s.model_weight) * prior
+            if s.colour_weight > 0 and track.hist is not None and track.bg_hist is not None:
+                like = object_likelihood(frame, track.hist, track.bg_hist)
+                score = (1.0 - s.colour_weight) * score + s.colour_weight * like
             score[~_gate_mask(prior, s.gate)] = 0.0
             kept = int((score > s.fg_threshold).sum())
             if kept <= s.min_keep * int((prior > 0.5).sum()):  # the prediction vanished or collapsed
