@@ -173,7 +173,7 @@ def test_decoded_loss_scores_the_refined_decode_and_reaches_the_prompt(model, vi
         assert labels.shape == (2, *t.half_size) and set(labels.unique().tolist()) <= {0, 1, 2}
         value = t.loss(q, truth, valid, 0, "fp32", labels, palette)
         value.backward()
-        values[loss] = float(value)
+        values[loss] = float(value.detach())
         assert t.mask.grad is not None and float(t.mask.grad.abs().sum()) > 0
     assert np.isfinite(values["decoded"]) and values["decoded"] > 0 and values["decoded"] != values["paint"]
     with pytest.raises(ValueError, match="needs the true labels"):
