@@ -560,10 +560,12 @@ class VideoPropagator:
         if s.model_weight == 0.0:
             return prior
         score = self._object_score(track, frame, prior)
+        like = None  # the object's colour likelihood, computed once for both colour settings
+        if (s.colour_weight > 0 or s.lost_colour > 0) and track.hist is not None and track.bg_hist is not None:
+            like = object_likelihood(frame, track.hist, track.bg_hist)
         if s.flow:
             score = s.model_weight * score + (1.0 - s.model_weight) * prior
-            if s.colour_weight > 0 and track.hist is not None and track.bg_hist is not None:
-                like = object_likelihood(frame, track.hist, track.bg_hist)
+            if s.colour_weight > 0 and like is not None:
                 score = (1.0 - s.colour_weight) * score + s.colour_weight * like
             score[~_gate_mask(prior, s.gate)] = 0.0
             kept = int((score > s.fg_threshold).sum())
@@ -572,11 +574,8 @@ class VideoPropagator:
         kept = score > s.fg_threshold
         if s.lost_area > 0 and int(kept.sum()) < s.lost_area * track.area:
             return None
-        if s.lost_colour > 0 and track.hist is not None and track.bg_hist is not None and kept.any():
-            y0, y1, x0, x1 = mask_box(kept)
-            like = object_likelihood(frame[y0:y1, x0:x1], track.hist, track.bg_hist)
-            if float(like[kept[y0:y1, x0:x1]].mean()) < s.lost_colour:
-                return None
+        if s.lost_colour > 0 and like is not None and kept.any() and float(like[kept].mean()) < s.lost_colour:
+            return None
         return score
 
     def _search(self, track: ObjectTrack, frame: np.ndarray, taken: np.ndarray | None) -> np.ndarray:
