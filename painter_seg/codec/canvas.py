@@ -491,6 +491,4 @@ def paint_to_labels(
         compact, scores = refine_decode(paint, palette, image, size, grid, refine, bg_threshold)
     else:
         compact, scores = decode_paint(resized, palette, bg_threshold=bg_threshold)
-    paint = resized
-    labels = expand_labels(compact, ids).astype(np.int64)
-    return labels, paint, scores.astype(np.float32)
+    return expand_labels(compact, ids).astype(np.int64), resized, scores.astype(np.float32)

@@ -16,7 +16,7 @@ grid, whose decode is the reference's, alone.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -48,6 +48,10 @@ class GuidedRefine:
     def __post_init__(self) -> None:
         if not self.radius > 0 or not self.eps > 0 or int(self.max_side) < 16:
             raise ValueError(f"GuidedRefine: radius and eps must be > 0 and max_side >= 16, got {self}")
+
+    def window_radius(self, size: Sequence[int], grid: Sequence[int]) -> int:
+        """The window radius in pixels for an image of ``size`` ``(H, W)`` seen as ``grid`` patches."""
+        return max(1, round(self.radius * min(size[0] / grid[0], size[1] / grid[1])))
 
 
 def resolve_refine(refine: str | GuidedRefine | None, grid: Sequence[int]) -> GuidedRefine | None:
@@ -84,33 +88,48 @@ def _box(x: np.ndarray, r: int) -> np.ndarray:
     return cv2.boxFilter(x, -1, (2 * r + 1, 2 * r + 1), borderType=cv2.BORDER_REFLECT)
 
 
+def _inverse_covariance(chan: list, mean: list, box: Callable, eps: float) -> tuple:
+    """The per-pixel guide covariance ``[[a, b, c], [b, d, f], [c, f, g]] + eps I`` inverted in closed form
+    (adjugate ``i00..i22`` and ``1 / determinant``; batched ``np.linalg.inv`` costs ~50x more on 3 x 3
+    matrices). Works on numpy arrays and torch tensors alike (``box``: the window mean for them)."""
+
+    def var(i: int, j: int) -> Any:
+        return box(chan[i] * chan[j]) - mean[i] * mean[j]
+
+    a, b, c, d, f, g = var(0, 0) + eps, var(0, 1), var(0, 2), var(1, 1) + eps, var(1, 2), var(2, 2) + eps
+    i00, i01, i02 = d * g - f * f, c * f - b * g, b * f - c * d
+    i11, i12, i22 = a * g - c * c, b * c - a * f, a * d - b * b
+    return (i00, i01, i02, i11, i12, i22), 1.0 / (a * i00 + b * i01 + c * i02)
+
+
+def _linear_coefficients(chan: list, mean: list, inverse: tuple, p: Any, box: Callable) -> tuple:
+    """Un-averaged coefficients ``(a0, a1, a2, b)`` of the guided filter of ``p`` (numpy or torch, as
+    :func:`_inverse_covariance`)."""
+    (i00, i01, i02, i11, i12, i22), inv_det = inverse
+    mean_p = box(p)
+    cov = [box(chan[i] * p) - mean[i] * mean_p for i in range(3)]
+    a0 = (i00 * cov[0] + i01 * cov[1] + i02 * cov[2]) * inv_det
+    a1 = (i01 * cov[0] + i11 * cov[1] + i12 * cov[2]) * inv_det
+    a2 = (i02 * cov[0] + i12 * cov[1] + i22 * cov[2]) * inv_det
+    return a0, a1, a2, mean_p - a0 * mean[0] - a1 * mean[1] - a2 * mean[2]
+
+
 def _guided_coefficients(guide: np.ndarray, srcs: np.ndarray, r: int, eps: float
                          ) -> tuple[np.ndarray, np.ndarray]:
     """Box-averaged coefficients ``(A [C, H, W, 3], B [C, H, W])`` of the colour guided filter of every
     ``srcs[c]`` ``[H, W]`` under ``guide`` ``[H, W, 3]`` (float32, 0..1): ``q_c = A_c . I + B_c``."""
-    mean_i = _box(guide, r)
+    def box(x: np.ndarray) -> np.ndarray:
+        return _box(x, r)
+
+    mean_i = box(guide)
     chan = [guide[..., i] for i in range(3)]
     mean = [mean_i[..., i] for i in range(3)]
-
-    def var(i: int, j: int) -> np.ndarray:
-        return _box(chan[i] * chan[j], r) - mean[i] * mean[j]
-
-    e = np.float32(eps)
-    # the per-pixel covariance [[a, b, c], [b, d, f], [c, f, g]] + eps I, inverted in closed form (adjugate /
-    # determinant: batched np.linalg.inv costs ~50x more on 3 x 3 matrices)
-    a, b, c, d, f, g = var(0, 0) + e, var(0, 1), var(0, 2), var(1, 1) + e, var(1, 2), var(2, 2) + e
-    i00, i01, i02 = d * g - f * f, c * f - b * g, b * f - c * d
-    i11, i12, i22 = a * g - c * c, b * c - a * f, a * d - b * b
-    inv_det = 1.0 / (a * i00 + b * i01 + c * i02)
+    inverse = _inverse_covariance(chan, mean, box, np.float32(eps))
     coef_a, coef_b = [], []
     for p in srcs:
-        mean_p = _box(p, r)
-        cov = [_box(chan[i] * p, r) - mean[i] * mean_p for i in range(3)]
-        a0 = (i00 * cov[0] + i01 * cov[1] + i02 * cov[2]) * inv_det
-        a1 = (i01 * cov[0] + i11 * cov[1] + i12 * cov[2]) * inv_det
-        a2 = (i02 * cov[0] + i12 * cov[1] + i22 * cov[2]) * inv_det
-        coef_b.append(_box(mean_p - a0 * mean[0] - a1 * mean[1] - a2 * mean[2], r))
-        coef_a.append(_box(np.stack([a0, a1, a2], axis=-1), r))
+        a0, a1, a2, b = _linear_coefficients(chan, mean, inverse, p, box)
+        coef_b.append(box(b))
+        coef_a.append(box(np.stack([a0, a1, a2], axis=-1)))
     return np.stack(coef_a), np.stack(coef_b)
 
 
@@ -160,7 +179,7 @@ def refine_decode(paint: Any, palette: np.ndarray, image: np.ndarray, size: Sequ
     small = image if (wh, ww) == (h, w) else cv2.resize(image, (ww, wh), interpolation=cv2.INTER_AREA)
     guide_small = small.astype(np.float32) / 255.0
     probs = decode_paint_scores(cv2.resize(paint, (ww, wh), interpolation=cv2.INTER_LINEAR), palette)
-    r = max(1, round(settings.radius * min(wh / grid[0], ww / grid[1])))
+    r = settings.window_radius((wh, ww), grid)
     coef_a, coef_b = _guided_coefficients(guide_small, probs, r, settings.eps)
     guide = image.astype(np.float32) / 255.0
     best = np.full((h, w), -np.inf, np.float32)
@@ -207,20 +226,11 @@ def guided_filter_torch(guide: Any, srcs: Any, radius: int, eps: float) -> Any:
     if guide.shape[1] != 3 or guide.shape[-2:] != srcs.shape[-2:] or r >= min(guide.shape[-2:]):
         raise ValueError(f"guided_filter_torch: guide [B, 3, H, W] and srcs [B, C, H, W] of one size, radius < "
                          f"H, W; got {tuple(guide.shape)}, {tuple(srcs.shape)}, radius {r}")
+
+    def box(x: Any) -> Any:
+        return _box_t(x, r)
+
     chan = [guide[:, i : i + 1] for i in range(3)]
-    mean = [_box_t(c, r) for c in chan]
-
-    def var(i: int, j: int) -> Any:
-        return _box_t(chan[i] * chan[j], r) - mean[i] * mean[j]
-
-    a, b, c, d, f, g = var(0, 0) + eps, var(0, 1), var(0, 2), var(1, 1) + eps, var(1, 2), var(2, 2) + eps
-    i00, i01, i02 = d * g - f * f, c * f - b * g, b * f - c * d
-    i11, i12, i22 = a * g - c * c, b * c - a * f, a * d - b * b
-    inv_det = 1.0 / (a * i00 + b * i01 + c * i02)
-    mean_p = _box_t(srcs, r)
-    cov = [_box_t(chan[i] * srcs, r) - mean[i] * mean_p for i in range(3)]
-    a0 = (i00 * cov[0] + i01 * cov[1] + i02 * cov[2]) * inv_det
-    a1 = (i01 * cov[0] + i11 * cov[1] + i12 * cov[2]) * inv_det
-    a2 = (i02 * cov[0] + i12 * cov[1] + i22 * cov[2]) * inv_det
-    coef_b = _box_t(mean_p - a0 * mean[0] - a1 * mean[1] - a2 * mean[2], r)
-    return _box_t(a0, r) * chan[0] + _box_t(a1, r) * chan[1] + _box_t(a2, r) * chan[2] + coef_b
+    mean = [box(c) for c in chan]
+    a0, a1, a2, b = _linear_coefficients(chan, mean, _inverse_covariance(chan, mean, box, eps), srcs, box)
+    return box(a0) * chan[0] + box(a1) * chan[1] + box(a2) * chan[2] + box(b)

@@ -38,7 +38,7 @@ from ..codec.canvas import (
     rgb01_to_tensor,
 )
 from ..codec.palette import build_palette, labels_to_colors, labels_to_compact
-from ..codec.refine import resolve_refine
+from ..codec.refine import GuidedRefine, resolve_refine
 from ..codec.seg_type import SegType
 from ..data.in_context import InContextRecipe, augment_view
 from ..errors import InputError
@@ -325,6 +325,11 @@ class PromptTuner:
         return self.model.half_size
 
     @property
+    def _refine(self) -> GuidedRefine | None:
+        """The decode's refinement (``config.refine`` for this model's grid), which ``loss=decoded`` scores."""
+        return resolve_refine(self.config.refine, self.model.half_grid)
+
+    @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
@@ -396,12 +401,14 @@ class PromptTuner:
             if labels is None or palette is None:
                 raise ValueError("loss='decoded' needs the true labels and the palette")
             h = queries.shape[-2]
-            refine = resolve_refine(self.config.refine, self.model.half_grid)
-            guide = denormalize_tensor(queries).clamp(0.0, 1.0) if refine is not None else None
-            radius = max(1, round(refine.radius * h / self.model.half_grid[0])) if refine is not None else 1
-            return decoded_cross_entropy(pred[:, :, h:], labels, palette, guide, radius,
-                                         refine.eps if refine is not None else 3e-3, valid,
-                                         self.config.fg_weight)
+            refine = self._refine
+            if refine is None:
+                return decoded_cross_entropy(pred[:, :, h:], labels, palette, valid=valid,
+                                             fg_weight=self.config.fg_weight)
+            guide = denormalize_tensor(queries).clamp(0.0, 1.0)
+            return decoded_cross_entropy(pred[:, :, h:], labels, palette, guide,
+                                         refine.window_radius(queries.shape[-2:], self.model.half_grid),
+                                         refine.eps, valid, self.config.fg_weight)
         target = torch.cat([torch.zeros_like(truth), truth], dim=2)  # only the query half is scored
         weight = torch.cat([torch.ones_like(valid), valid], dim=2)
         return masked_smooth_l1(pred.float(), target, qmask, self.model.patch_size, weight,
