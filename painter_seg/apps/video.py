@@ -31,6 +31,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import cv2
@@ -168,6 +169,11 @@ class VideoSettings:
         if 0.0 < self.model_weight < 1.0 and not self.flow:
             raise InputError("video.model_weight in (0, 1) fuses with the flow prior: set video.flow=true")
 
+    @property
+    def uses_colour(self) -> bool:
+        """Whether a setting reads the objects' colours (:func:`object_likelihood`)."""
+        return self.colour_weight > 0 or self.lost_colour > 0 or self.redetect_colours
+
     @classmethod
     def official(cls, context_frames: int = 8) -> VideoSettings:
         """The SegGPT paper's setting: first frame + K previous predictions, feature ensemble, joint."""
@@ -236,15 +242,21 @@ def colour_hist(frame: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return cv2.normalize(h, None, 1.0, 0.0, cv2.NORM_L1)
 
 
-def object_likelihood(frame: np.ndarray, fg_hist: np.ndarray, bg_hist: np.ndarray) -> np.ndarray:
-    """``[H, W]`` float32 in [0, 1]: per pixel, ``p_fg / (p_fg + p_bg)`` of its hue-saturation bin under the
-    object's and the background's histograms (:func:`colour_hist`); 0.5 for a colour neither has."""
+def hs_bins(frame: np.ndarray) -> np.ndarray:
+    """``[H, W]`` int32: each pixel's hue-saturation bin of :func:`colour_hist` (row-major over 16 x 8)."""
     hsv = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2HSV)
-    hb = (hsv[..., 0].astype(np.int32) * _HIST_BINS[0]) // 180
-    sb = (hsv[..., 1].astype(np.int32) * _HIST_BINS[1]) // 256
+    hb = np.minimum((hsv[..., 0].astype(np.int32) * _HIST_BINS[0]) // 180, _HIST_BINS[0] - 1)
+    return hb * _HIST_BINS[1] + (hsv[..., 1].astype(np.int32) * _HIST_BINS[1]) // 256
+
+
+def object_likelihood(frame: np.ndarray, fg_hist: np.ndarray, bg_hist: np.ndarray,
+                      bins: np.ndarray | None = None) -> np.ndarray:
+    """``[H, W]`` float32 in [0, 1]: per pixel, ``p_fg / (p_fg + p_bg)`` of its hue-saturation bin under the
+    object's and the background's histograms (:func:`colour_hist`); 0.5 for a colour neither has. ``bins``:
+    :func:`hs_bins` of ``frame`` when already computed."""
     fg, bg = np.asarray(fg_hist, np.float32), np.asarray(bg_hist, np.float32)
-    table = np.where(fg + bg > 0, fg / np.maximum(fg + bg, 1e-12), 0.5)
-    return table[np.minimum(hb, _HIST_BINS[0] - 1), sb].astype(np.float32)
+    table = np.where(fg + bg > 0, fg / np.maximum(fg + bg, 1e-12), 0.5).astype(np.float32).reshape(-1)
+    return table[hs_bins(frame) if bins is None else bins]
 
 
 def largest_part(mask: np.ndarray) -> np.ndarray:
@@ -544,17 +556,22 @@ class VideoPropagator:
         return score
 
     def _fused_score(self, track: ObjectTrack, frame: np.ndarray, prior: np.ndarray | None,
-                     taken: Callable[[], np.ndarray | None] | None = None) -> np.ndarray:
+                     taken: Callable[[], np.ndarray | None] | None = None,
+                     bins: np.ndarray | None = None) -> np.ndarray:
         """Model score fused with the prior and gated around it. An object with no prior, or whose track ends
         in this frame (``lost_area``, ``lost_colour``), is searched for on the whole frame at once
-        (:meth:`_search`)."""
+        (:meth:`_search`). ``bins``: the frame's :func:`hs_bins`, computed once per frame by the caller."""
+        s = self.settings
+        if bins is None and s.uses_colour:
+            bins = hs_bins(frame)
         if prior is not None and (prior > 0.5).any():
-            score = self._tracked_score(track, frame, prior)
+            score = self._tracked_score(track, frame, prior, bins)
             if score is not None:
                 return score
-        return self._search(track, frame, taken() if taken is not None else None)
+        return self._search(track, frame, taken() if taken is not None else None, bins)
 
-    def _tracked_score(self, track: ObjectTrack, frame: np.ndarray, prior: np.ndarray) -> np.ndarray | None:
+    def _tracked_score(self, track: ObjectTrack, frame: np.ndarray, prior: np.ndarray,
+                       bins: np.ndarray | None) -> np.ndarray | None:
         """The fused score of an object the flow still follows, or None when its track ends here."""
         s = self.settings
         if s.model_weight == 0.0:
@@ -562,7 +579,7 @@ class VideoPropagator:
         score = self._object_score(track, frame, prior)
         like = None  # the object's colour likelihood, computed once for both colour settings
         if (s.colour_weight > 0 or s.lost_colour > 0) and track.hist is not None and track.bg_hist is not None:
-            like = object_likelihood(frame, track.hist, track.bg_hist)
+            like = object_likelihood(frame, track.hist, track.bg_hist, bins)
         if s.flow:
             score = s.model_weight * score + (1.0 - s.model_weight) * prior
             if s.colour_weight > 0 and like is not None:
@@ -578,7 +595,8 @@ class VideoPropagator:
             return None
         return score
 
-    def _search(self, track: ObjectTrack, frame: np.ndarray, taken: np.ndarray | None) -> np.ndarray:
+    def _search(self, track: ObjectTrack, frame: np.ndarray, taken: np.ndarray | None,
+                bins: np.ndarray | None) -> np.ndarray:
         """A lost object searched for on the whole frame, outside ``taken`` (the pixels other tracked objects
         are expected on); kept only when its area (and, if set, its colours) are plausible."""
         s = self.settings
@@ -589,7 +607,7 @@ class VideoPropagator:
             score[taken] = 0.0
         found = score > s.redetect_threshold
         if s.redetect_colours and track.hist is not None and track.bg_hist is not None and found.any():
-            found = largest_part(found & (object_likelihood(frame, track.hist, track.bg_hist) > 0.5))
+            found = largest_part(found & (object_likelihood(frame, track.hist, track.bg_hist, bins) > 0.5))
             score = np.where(found, score, 0.0)
         area = int(found.sum())
         ok = track.area / s.redetect_area <= area <= track.area * s.redetect_area
@@ -607,13 +625,13 @@ class VideoPropagator:
         if not ids:
             return np.zeros(state.size, np.int64)
 
-        def taken(oid: int) -> Callable[[], np.ndarray | None]:  # for a search only: the others' pixels
-            def others() -> np.ndarray | None:
-                masks = [priors[o] > 0.5 for o in ids if o != oid and o in priors]
-                return np.logical_or.reduce(masks) if masks else None
-            return others
+        def others(oid: int) -> np.ndarray | None:  # for a search only: the pixels the other objects are expected on
+            masks = [priors[o] > 0.5 for o in ids if o != oid and o in priors]
+            return np.logical_or.reduce(masks) if masks else None
 
-        scores = np.stack([self._fused_score(state.tracks[o], frame, priors.get(o), taken(o)) for o in ids])
+        bins = hs_bins(frame) if self.settings.uses_colour else None
+        scores = np.stack([self._fused_score(state.tracks[o], frame, priors.get(o), partial(others, o), bins)
+                           for o in ids])
         best = scores.argmax(axis=0)
         table = np.asarray(ids, np.int64)
         return np.where(scores.max(axis=0) > self.settings.fg_threshold, table[best], 0)
