@@ -560,6 +560,51 @@ def test_occlusion_removes_the_trail_behind_a_moving_object():
     assert (fb <= plain + 1e-6).all()  # the check only removes
 
 
+def test_occlusion_colour_keeps_the_object_the_check_erodes_and_still_removes_the_trail():
+    import cv2
+
+    from painter_seg.apps.video import ObjectTrack, VideoState, colour_hist, flow_gray
+
+    # a red, textured 40 px square moving 10 px right over a green-blue textured still background
+    rng = np.random.default_rng(0)
+
+    def texture(h, w):
+        noise = rng.integers(0, 255, (h, w, 3)).astype(np.float32)
+        return (cv2.GaussianBlur(noise, (0, 0), 2) * 3 - 255).clip(0, 255).astype(np.uint8)
+
+    bg, obj = texture(96, 128), texture(40, 40)
+    bg[..., 0] //= 4
+    obj[..., 0], obj[..., 1:] = 230, obj[..., 1:] // 4
+    frames, labels = [], []
+    for x in (20, 30):
+        f = bg.copy()
+        f[30:70, x:x + 40] = obj
+        lab = np.zeros((96, 128), np.int64)
+        lab[30:70, x:x + 40] = 1
+        frames.append(f)
+        labels.append(lab)
+
+    def prior(**kw):
+        prop = VideoPropagator.__new__(VideoPropagator)  # the priors need the settings and colours only
+        prop.settings = VideoSettings(decode="per_object", flow=True, model_weight=0.0, context_frames=0, **kw)
+        state = VideoState(frames=None, size=(96, 128), prev_labels=labels[0], prev_gray=flow_gray(frames[0]))
+        m = labels[0] == 1
+        state.tracks = {1: ObjectTrack(1, None, int(m.sum()), hist=colour_hist(frames[0], m),
+                                       bg_hist=colour_hist(frames[0], ~m))}
+        return prop._priors(state, frames[1])[1] > 0.5
+
+    plain, checked = prior(), prior(occlusion=True)
+    coloured = prior(occlusion=True, occlusion_colour=True)
+    now = labels[1] == 1
+    trail = np.zeros_like(now)
+    trail[32:68, 20:30] = True  # uncovered at t
+    assert plain[trail].sum() >= 300 and checked[trail].sum() <= 40 and coloured[trail].sum() <= 40
+    assert checked[now].sum() <= plain[now].sum() - 200  # the check also fails inside the object: erodes it
+    assert np.array_equal(coloured & now, plain & now)  # the object's colours keep all of it
+    with pytest.raises(InputError, match="occlusion_colour refines the occlusion check"):
+        VideoSettings(decode="per_object", flow=True, occlusion_colour=True)
+
+
 def test_a_lost_object_is_found_again_above_the_redetect_threshold(monkeypatch):
     from painter_seg.apps.video import ObjectTrack
 
