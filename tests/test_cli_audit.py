@@ -178,6 +178,8 @@ CASES = {
                                     "clips=-1: expected a number of generated clips >= 1 (or null)"),
     "evaluate-vos/clips-string": ((*EVAL, "task=vos", "clips=abc", "output_dir={o}/v"),
                                   "clips=abc: expected a number of generated clips >= 1 (or null)"),
+    "evaluate-vos/clips-seed": ((*EVAL, "task=vos", "clips=1", "clips_seed=-3", "output_dir={o}/v"),
+                                "clips_seed=-3: expected the first clip's seed, an integer >= 0"),
     "evaluate-vos/methods": ((*EVAL, "task=vos", "clips=1", "methods=[ours,zz]", "output_dir={o}/v"),
                              "methods=['ours', 'zz']: expected some of ours, copy, flow"),
     # ---------------------------------------------------------------- train (config values: test_training.py)

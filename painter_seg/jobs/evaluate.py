@@ -47,6 +47,9 @@ def _check_vos(cfg: DictConfig, methods: tuple[str, ...]) -> None:
     clips = cfg.get("clips")
     if clips is not None and (isinstance(clips, bool) or not isinstance(clips, int) or clips < 0):
         raise InputError(f"clips={clips}: expected a number of generated clips >= 1 (or null)")
+    seed = cfg.get("clips_seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise InputError(f"clips_seed={seed}: expected the first clip's seed, an integer >= 0")
     chosen = cfg.get("methods")
     chosen = [chosen] if isinstance(chosen, str) else list(chosen or [])
     bad = [m for m in chosen if m not in methods]

@@ -47,7 +47,8 @@ def run(cfg: DictConfig) -> int:
     if not cfg.root and not cfg.clips:
         raise InputError("task=vos needs pred=<dir> gt=<dir>, root=<DAVIS folder> or clips=N")
     out = ensure_output_dir(cfg.output_dir)
-    root = write_clips(out / "clips", int(cfg.clips)) if cfg.clips else Path(cfg.root)
+    root = write_clips(out / "clips", int(cfg.clips), first_seed=cfg.get("clips_seed", 0)) if cfg.clips \
+        else Path(cfg.root)
     seqs = list(cfg.sequences) if cfg.sequences else list_davis_sequences(root)
     report = benchmark(cfg, root, seqs, out, synthetic=bool(cfg.clips))
     with atomic_path(out / "vos_report.json") as tmp:
@@ -59,12 +60,13 @@ def run(cfg: DictConfig) -> int:
     return 0
 
 
-def write_clips(root: Path, n: int, size: tuple[int, int] = (240, 320), num_frames: int = 40) -> Path:
+def write_clips(root: Path, n: int, size: tuple[int, int] = (240, 320), num_frames: int = 40,
+                first_seed: int = 0) -> Path:
     """Write ``n`` generated clips (2-3 objects, occlusions, one object leaving and coming back; seeds
-    0..n-1) in the DAVIS layout under ``root``; returns ``root``."""
+    ``first_seed`` .. ``first_seed + n - 1``) in the DAVIS layout under ``root``; returns ``root``."""
     from ..data.synthetic import generate_clip
 
-    for seed in range(n):
+    for seed in range(first_seed, first_seed + n):
         name = f"clip{seed:02d}_{2 + seed % 2}obj"
         frames, labels = generate_clip(seed, num_frames, size=size, num_objects=2 + seed % 2,
                                        leave_and_return=True)
