@@ -111,9 +111,6 @@ class VideoSettings:
         redetect_colours: before those checks, the region the search finds is cut to its pixels whose colour
             is likelier the object's than the background's in the annotated frame (:func:`object_likelihood`)
             and to its largest connected part: the model's blob is patch-coarse and carries background.
-        redetect_pick: which part of that cut is the object: ``"largest"`` or ``"closest"`` (of the parts whose
-            area is plausible, see ``redetect_area``, the one whose colour histogram is closest to the annotated
-            object's): the model's blob often covers look-alikes, and the largest of them is not the object.
         lost_colour: a tracked object whose mask's mean object likelihood (:func:`object_likelihood`) is below
             this counts as gone, like ``lost_area`` (0: off): the flow, outrun by a fast object, drags its mask
             onto background that looks nothing like it.
@@ -121,12 +118,13 @@ class VideoSettings:
             (:func:`object_likelihood`): ``(1 - c) x fused + c x likelihood``, inside the gate. Below 0.4 a pixel
             the prior holds fully stays whatever its colour, and colour alone never adds a pixel; it trims the
             warp's soft edges and trails where the background does not look like the object (0: off).
-        grow: with flow, a pixel inside the gate is also the object's where the model and its colour likelihood
-            both say so (``min(model, likelihood)`` above ``fg_threshold``), prior or not: a mask that lost part
-            of its object (a warp gone wrong, an occlusion that ended) grows back.
         occlusion: with flow, pixels of the frame whose backward flow fails the forward-backward check
             (:func:`occlusion_map`: background uncovered behind a moving object, which a backward warp fills with
             the object it came from and so leaves a trail) get no prior. Unless that empties the prior.
+        occlusion_colour: with ``occlusion``, a pixel that fails the check keeps its prior where its colour is
+            likelier the object's than the background's (:func:`object_likelihood` > 0.5): the check also fails
+            inside flat-coloured objects, whose flow is only interpolated, and erodes them frame by frame, while
+            the background a moving object uncovers looks like background.
     """
 
     decode: str = "joint"
@@ -149,16 +147,12 @@ class VideoSettings:
     lost_area: float = 0.0
     redetect_appearance: float = 1.0
     redetect_colours: bool = False
-    redetect_pick: str = "largest"
     lost_colour: float = 0.0
     colour_weight: float = 0.0
-    grow: bool = False
 
     def __post_init__(self) -> None:
         if self.decode not in ("joint", "per_object"):
             raise InputError(f"video.decode={self.decode!r}: expected joint or per_object")
-        if self.redetect_pick not in ("largest", "closest"):
-            raise InputError(f"video.redetect_pick={self.redetect_pick!r}: expected largest or closest")
         if self.memory not in ("fifo", "gated"):
             raise InputError(f"video.memory={self.memory!r}: expected fifo or gated")
         if self.context_frames < 0:
@@ -185,8 +179,7 @@ class VideoSettings:
     @property
     def uses_colour(self) -> bool:
         """Whether a setting reads the objects' colours (:func:`object_likelihood`)."""
-        return (self.colour_weight > 0 or self.lost_colour > 0 or self.redetect_colours or self.occlusion_colour
-                or self.grow)
+        return self.colour_weight > 0 or self.lost_colour > 0 or self.redetect_colours or self.occlusion_colour
 
     @classmethod
     def official(cls, context_frames: int = 8) -> VideoSettings:
@@ -597,15 +590,12 @@ class VideoPropagator:
             return prior
         score = self._object_score(track, frame, prior)
         like = None  # the object's colour likelihood, computed once for both colour settings
-        if (s.colour_weight > 0 or s.lost_colour > 0 or s.grow) and track.hist is not None and track.bg_hist is not None:
+        if (s.colour_weight > 0 or s.lost_colour > 0) and track.hist is not None and track.bg_hist is not None:
             like = object_likelihood(frame, track.hist, track.bg_hist, bins)
         if s.flow:
-            model = score
-            score = s.model_weight * model + (1.0 - s.model_weight) * prior
+            score = s.model_weight * score + (1.0 - s.model_weight) * prior
             if s.colour_weight > 0 and like is not None:
                 score = (1.0 - s.colour_weight) * score + s.colour_weight * like
-            if s.grow and like is not None:
-                score = np.maximum(score, np.minimum(model, like))
             score[~_gate_mask(prior, s.gate)] = 0.0
             kept = int((score > s.fg_threshold).sum())
             if kept <= s.min_keep * int((prior > 0.5).sum()):  # the prediction vanished or collapsed
@@ -629,8 +619,7 @@ class VideoPropagator:
             score[taken] = 0.0
         found = score > s.redetect_threshold
         if s.redetect_colours and track.hist is not None and track.bg_hist is not None and found.any():
-            found &= object_likelihood(frame, track.hist, track.bg_hist, bins) > 0.5
-            found = self._closest_part(track, frame, found) if s.redetect_pick == "closest" else largest_part(found)
+            found = largest_part(found & (object_likelihood(frame, track.hist, track.bg_hist, bins) > 0.5))
             score = np.where(found, score, 0.0)
         area = int(found.sum())
         ok = track.area / s.redetect_area <= area <= track.area * s.redetect_area
@@ -640,21 +629,6 @@ class VideoPropagator:
         if not ok:
             return np.zeros_like(score)
         return np.clip(score * (s.fg_threshold / s.redetect_threshold), 0.0, 1.0)
-
-    def _closest_part(self, track: ObjectTrack, frame: np.ndarray, found: np.ndarray) -> np.ndarray:
-        """Of the connected parts of ``found`` whose area is plausible (``redetect_area``), the one whose
-        colour histogram is closest to the annotated object's; the largest part when none is plausible."""
-        n, lab, stats, _ = cv2.connectedComponentsWithStats(found.astype(np.uint8), connectivity=8)
-        lo, hi = track.area / self.settings.redetect_area, track.area * self.settings.redetect_area
-        best, best_dist = None, np.inf
-        for i in range(1, n):
-            if not lo <= stats[i, cv2.CC_STAT_AREA] <= hi:
-                continue
-            part = lab == i
-            dist = cv2.compareHist(track.hist, colour_hist(frame, part), cv2.HISTCMP_BHATTACHARYYA)
-            if dist < best_dist:
-                best, best_dist = part, dist
-        return best if best is not None else largest_part(found)
 
     def _predict_objects(self, state: VideoState, frame: np.ndarray, priors: dict[int, np.ndarray]
                          ) -> np.ndarray:
