@@ -749,6 +749,29 @@ def test_the_search_cuts_its_coarse_blob_to_the_object_colours(monkeypatch):
     assert found[12:28, 36:52].all() and found.sum() == 256  # exactly the object
 
 
+def test_colour_search_finds_the_object_the_model_misses_by_its_colours_alone(monkeypatch):
+    """colour_search: the model's full-frame search paints nothing; the object is found by its colours (a
+    plausible area, a histogram within the distance), never a speck of its colour, nor pixels of another object."""
+    frame, track = _two_colour_scene()
+    frame[2:5, 2:5] = (200, 30, 30)  # a 9 px speck of the object's colour: implausible area
+    prop = VideoPropagator.__new__(VideoPropagator)
+    monkeypatch.setattr(prop, "_object_score", lambda t, f, p: np.zeros((40, 60), np.float32))
+    base = {"decode": "per_object", "flow": True, "model_weight": 0.15, "redetect_threshold": 0.35,
+            "redetect_appearance": 0.5, "redetect_colours": True}
+    prop.settings = VideoSettings(**base)
+    assert not prop._fused_score(track, frame, None).any()  # the model alone: lost
+    prop.settings = VideoSettings(**base, colour_search=0.3)
+    found = prop._fused_score(track, frame, None) > 0.5
+    assert found[12:28, 36:52].all() and found.sum() == 256  # exactly the object
+    other = np.zeros((40, 60), bool)
+    other[10:30, 34:54] = True  # another object is expected there: not this one's
+    assert not (prop._fused_score(track, frame, None, lambda: other) > 0.5).any()
+    frame[12:28, 36:52] = (30, 30, 200)  # the object is gone: the speck is not taken for it
+    assert not prop._fused_score(track, frame, None).any()
+    with pytest.raises(InputError, match=r"video.colour_search=1.0: must be in \[0, 1\)"):
+        VideoSettings(decode="per_object", colour_search=1.0)
+
+
 def test_a_track_dragged_onto_background_ends_and_is_searched_for_in_the_same_frame(monkeypatch):
     """lost_colour: the flow left the object's mask on background (blue, unlike the red object): the track
     ends and the full-frame search finds the object in that frame, not one frame later."""

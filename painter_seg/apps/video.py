@@ -111,6 +111,11 @@ class VideoSettings:
         redetect_colours: before those checks, the region the search finds is cut to its pixels whose colour
             is likelier the object's than the background's in the annotated frame (:func:`object_likelihood`)
             and to its largest connected part: the model's blob is patch-coarse and carries background.
+        colour_search: when the model's search finds nothing acceptable, the object is looked for by its colours
+            alone: of the connected parts of the pixels likelier the object's than the background's (outside the
+            other objects), those of plausible area (``redetect_area``), the one whose colour histogram is closest
+            to the annotated object's, when within this Bhattacharyya distance (0: off). The small model's
+            full-frame search often misses an object that comes back, whose colours still identify it.
         lost_colour: a tracked object whose mask's mean object likelihood (:func:`object_likelihood`) is below
             this counts as gone, like ``lost_area`` (0: off): the flow, outrun by a fast object, drags its mask
             onto background that looks nothing like it.
@@ -148,6 +153,7 @@ class VideoSettings:
     redetect_appearance: float = 1.0
     redetect_colours: bool = False
     lost_colour: float = 0.0
+    colour_search: float = 0.0
     colour_weight: float = 0.0
 
     def __post_init__(self) -> None:
@@ -163,6 +169,8 @@ class VideoSettings:
             raise InputError(f"video.lost_area={self.lost_area}: must be in [0, 1)")
         if not 0.0 <= self.colour_weight < 0.5:
             raise InputError(f"video.colour_weight={self.colour_weight}: must be in [0, 0.5)")
+        if not 0.0 <= self.colour_search < 1.0:
+            raise InputError(f"video.colour_search={self.colour_search}: must be in [0, 1) (0: off)")
         if not 0.0 <= self.lost_colour < 1.0:
             raise InputError(f"video.lost_colour={self.lost_colour}: must be in [0, 1)")
         if not 0.0 < self.redetect_appearance <= 1.0:
@@ -179,7 +187,8 @@ class VideoSettings:
     @property
     def uses_colour(self) -> bool:
         """Whether a setting reads the objects' colours (:func:`object_likelihood`)."""
-        return self.colour_weight > 0 or self.lost_colour > 0 or self.redetect_colours or self.occlusion_colour
+        return (self.colour_weight > 0 or self.lost_colour > 0 or self.redetect_colours or self.occlusion_colour
+                or self.colour_search > 0)
 
     @classmethod
     def official(cls, context_frames: int = 8) -> VideoSettings:
@@ -626,9 +635,33 @@ class VideoPropagator:
         if ok and s.redetect_appearance < 1.0 and track.hist is not None:
             dist = cv2.compareHist(track.hist, colour_hist(frame, found), cv2.HISTCMP_BHATTACHARYYA)
             ok = dist <= s.redetect_appearance
-        if not ok:
-            return np.zeros_like(score)
-        return np.clip(score * (s.fg_threshold / s.redetect_threshold), 0.0, 1.0)
+        if ok:
+            return np.clip(score * (s.fg_threshold / s.redetect_threshold), 0.0, 1.0)
+        if s.colour_search > 0 and track.hist is not None and track.bg_hist is not None:
+            part = self._colour_search(track, frame, taken, bins)
+            if part is not None:  # held at the middle of the range above the threshold
+                return np.where(part, (1.0 + s.fg_threshold) / 2, 0.0).astype(np.float32)
+        return np.zeros_like(score)
+
+    def _colour_search(self, track: ObjectTrack, frame: np.ndarray, taken: np.ndarray | None,
+                       bins: np.ndarray | None) -> np.ndarray | None:
+        """The connected part of the pixels whose colour is likelier the object's (outside ``taken``) with a
+        plausible area (``redetect_area``) whose colour histogram is closest to the annotated object's, if within
+        ``colour_search``; None when there is none."""
+        s = self.settings
+        looks = object_likelihood(frame, track.hist, track.bg_hist, bins) > 0.5
+        if taken is not None:
+            looks &= ~taken
+        _, lab, stats, _ = cv2.connectedComponentsWithStats(looks.astype(np.uint8), connectivity=8)
+        areas = stats[1:, cv2.CC_STAT_AREA]
+        plausible = np.flatnonzero((areas >= track.area / s.redetect_area) & (areas <= track.area * s.redetect_area))
+        best, best_dist = None, s.colour_search
+        for i in plausible + 1:
+            part = lab == i
+            dist = cv2.compareHist(track.hist, colour_hist(frame, part), cv2.HISTCMP_BHATTACHARYYA)
+            if dist <= best_dist:
+                best, best_dist = part, dist
+        return best
 
     def _predict_objects(self, state: VideoState, frame: np.ndarray, priors: dict[int, np.ndarray]
                          ) -> np.ndarray:
