@@ -247,6 +247,19 @@ class ObjectTrack:
     hist: np.ndarray | None = None
     bg_hist: np.ndarray | None = None
 
+    @property
+    def has_colours(self) -> bool:
+        """Whether the annotated object's and background's histograms are known (:func:`object_likelihood`)."""
+        return self.hist is not None and self.bg_hist is not None
+
+    def likelihood(self, frame: np.ndarray, bins: np.ndarray | None = None) -> np.ndarray:
+        """:func:`object_likelihood` of ``frame`` under this object's colours (``bins``: :func:`hs_bins`)."""
+        return object_likelihood(frame, self.hist, self.bg_hist, bins)
+
+    def area_range(self, factor: float) -> tuple[float, float]:
+        """The areas a found region may have: within ``factor`` of the annotated area, both ways."""
+        return self.area / factor, self.area * factor
+
 
 _HIST_BINS = (16, 8)  # hue, saturation
 
@@ -557,8 +570,8 @@ class VideoPropagator:
                 prior = warp_mask(prev, flow)
                 if visible is not None:
                     vis = visible
-                    if bins is not None and track.hist is not None and track.bg_hist is not None:
-                        looks = object_likelihood(frame, track.hist, track.bg_hist, bins) > 0.5
+                    if bins is not None and track.has_colours:
+                        looks = track.likelihood(frame, bins) > 0.5
                         vis = np.where(looks, 1.0, visible).astype(np.float32)
                     kept = prior * vis
                     prior = kept if (kept > 0.5).any() else prior  # never lose an object to the check alone
@@ -599,8 +612,8 @@ class VideoPropagator:
             return prior
         score = self._object_score(track, frame, prior)
         like = None  # the object's colour likelihood, computed once for both colour settings
-        if (s.colour_weight > 0 or s.lost_colour > 0) and track.hist is not None and track.bg_hist is not None:
-            like = object_likelihood(frame, track.hist, track.bg_hist, bins)
+        if (s.colour_weight > 0 or s.lost_colour > 0) and track.has_colours:
+            like = track.likelihood(frame, bins)
         if s.flow:
             score = s.model_weight * score + (1.0 - s.model_weight) * prior
             if s.colour_weight > 0 and like is not None:
@@ -627,17 +640,18 @@ class VideoPropagator:
         if taken is not None:
             score[taken] = 0.0
         found = score > s.redetect_threshold
-        if s.redetect_colours and track.hist is not None and track.bg_hist is not None and found.any():
-            found = largest_part(found & (object_likelihood(frame, track.hist, track.bg_hist, bins) > 0.5))
+        if s.redetect_colours and track.has_colours and found.any():
+            found = largest_part(found & (track.likelihood(frame, bins) > 0.5))
             score = np.where(found, score, 0.0)
         area = int(found.sum())
-        ok = track.area / s.redetect_area <= area <= track.area * s.redetect_area
+        lo, hi = track.area_range(s.redetect_area)
+        ok = lo <= area <= hi
         if ok and s.redetect_appearance < 1.0 and track.hist is not None:
             dist = cv2.compareHist(track.hist, colour_hist(frame, found), cv2.HISTCMP_BHATTACHARYYA)
             ok = dist <= s.redetect_appearance
         if ok:
             return np.clip(score * (s.fg_threshold / s.redetect_threshold), 0.0, 1.0)
-        if s.colour_search > 0 and track.hist is not None and track.bg_hist is not None:
+        if s.colour_search > 0 and track.has_colours:
             part = self._colour_search(track, frame, taken, bins)
             if part is not None:  # held at the middle of the range above the threshold
                 return np.where(part, (1.0 + s.fg_threshold) / 2, 0.0).astype(np.float32)
@@ -649,12 +663,13 @@ class VideoPropagator:
         plausible area (``redetect_area``) whose colour histogram is closest to the annotated object's, if within
         ``colour_search``; None when there is none."""
         s = self.settings
-        looks = object_likelihood(frame, track.hist, track.bg_hist, bins) > 0.5
+        looks = track.likelihood(frame, bins) > 0.5
         if taken is not None:
             looks &= ~taken
         _, lab, stats, _ = cv2.connectedComponentsWithStats(looks.astype(np.uint8), connectivity=8)
         areas = stats[1:, cv2.CC_STAT_AREA]
-        plausible = np.flatnonzero((areas >= track.area / s.redetect_area) & (areas <= track.area * s.redetect_area))
+        lo, hi = track.area_range(s.redetect_area)
+        plausible = np.flatnonzero((areas >= lo) & (areas <= hi))
         best, best_dist = None, s.colour_search
         for i in plausible + 1:
             part = lab == i
