@@ -520,19 +520,23 @@ def test_occlusion_map_flags_the_uncovered_background_only():
 
 
 def _priors(settings: VideoSettings, frames, labels) -> np.ndarray:
-    from painter_seg.apps.video import VideoState, flow_gray
+    """Object 1's prior in ``frames[1]`` from its mask in ``frames[0]`` (colours from that frame)."""
+    from painter_seg.apps.video import ObjectTrack, VideoState, colour_hist, flow_gray
 
-    prop = VideoPropagator.__new__(VideoPropagator)  # the priors need the settings only, no model
+    prop = VideoPropagator.__new__(VideoPropagator)  # the priors need the settings and colours only, no model
     prop.settings = settings
     state = VideoState(frames=None, size=labels[0].shape, prev_labels=labels[0], prev_gray=flow_gray(frames[0]))
-    state.tracks = {1: None}
+    m = labels[0] == 1
+    state.tracks = {1: ObjectTrack(1, None, int(m.sum()), hist=colour_hist(frames[0], m),
+                                   bg_hist=colour_hist(frames[0], ~m))}
     return prop._priors(state, frames[1])[1]
 
 
-def test_occlusion_removes_the_trail_behind_a_moving_object():
+def _moving_square(red: bool = False):
+    """Two 96 x 128 frames: a textured 40 px square moving 10 px right over a textured still background (smooth
+    textures: DIS needs them); ``red``: the square red, the background green-blue. Returns (frames, labels)."""
     import cv2
 
-    # a textured 40 px square moving 10 px right over a textured still background (smooth textures: DIS needs them)
     rng = np.random.default_rng(0)
 
     def texture(h, w):
@@ -540,6 +544,9 @@ def test_occlusion_removes_the_trail_behind_a_moving_object():
         return (cv2.GaussianBlur(noise, (0, 0), 2) * 3 - 255).clip(0, 255).astype(np.uint8)
 
     bg, obj = texture(96, 128), texture(40, 40)
+    if red:
+        bg[..., 0] //= 4
+        obj[..., 0], obj[..., 1:] = 230, obj[..., 1:] // 4
     frames, labels = [], []
     for x in (20, 30):
         f = bg.copy()
@@ -548,6 +555,11 @@ def test_occlusion_removes_the_trail_behind_a_moving_object():
         lab[30:70, x:x + 40] = 1
         frames.append(f)
         labels.append(lab)
+    return frames, labels
+
+
+def test_occlusion_removes_the_trail_behind_a_moving_object():
+    frames, labels = _moving_square()
     plain = _priors(VideoSettings.flow_only(), frames, labels)
     fb = _priors(VideoSettings.flow_only(occlusion=True), frames, labels)
     trail = np.zeros((96, 128), bool)
@@ -561,37 +573,11 @@ def test_occlusion_removes_the_trail_behind_a_moving_object():
 
 
 def test_occlusion_colour_keeps_the_object_the_check_erodes_and_still_removes_the_trail():
-    import cv2
-
-    from painter_seg.apps.video import ObjectTrack, VideoState, colour_hist, flow_gray
-
-    # a red, textured 40 px square moving 10 px right over a green-blue textured still background
-    rng = np.random.default_rng(0)
-
-    def texture(h, w):
-        noise = rng.integers(0, 255, (h, w, 3)).astype(np.float32)
-        return (cv2.GaussianBlur(noise, (0, 0), 2) * 3 - 255).clip(0, 255).astype(np.uint8)
-
-    bg, obj = texture(96, 128), texture(40, 40)
-    bg[..., 0] //= 4
-    obj[..., 0], obj[..., 1:] = 230, obj[..., 1:] // 4
-    frames, labels = [], []
-    for x in (20, 30):
-        f = bg.copy()
-        f[30:70, x:x + 40] = obj
-        lab = np.zeros((96, 128), np.int64)
-        lab[30:70, x:x + 40] = 1
-        frames.append(f)
-        labels.append(lab)
+    frames, labels = _moving_square(red=True)
 
     def prior(**kw):
-        prop = VideoPropagator.__new__(VideoPropagator)  # the priors need the settings and colours only
-        prop.settings = VideoSettings(decode="per_object", flow=True, model_weight=0.0, context_frames=0, **kw)
-        state = VideoState(frames=None, size=(96, 128), prev_labels=labels[0], prev_gray=flow_gray(frames[0]))
-        m = labels[0] == 1
-        state.tracks = {1: ObjectTrack(1, None, int(m.sum()), hist=colour_hist(frames[0], m),
-                                       bg_hist=colour_hist(frames[0], ~m))}
-        return prop._priors(state, frames[1])[1] > 0.5
+        settings = VideoSettings(decode="per_object", flow=True, model_weight=0.0, context_frames=0, **kw)
+        return _priors(settings, frames, labels) > 0.5
 
     plain, checked = prior(), prior(occlusion=True)
     coloured = prior(occlusion=True, occlusion_colour=True)
