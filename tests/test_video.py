@@ -808,3 +808,66 @@ def test_colour_weight_trims_the_warp_s_soft_edge_off_background_but_never_adds_
     assert not mixed[30:34, 4:8].any()  # colour alone adds nothing
     with pytest.raises(InputError, match=r"video.colour_weight=0.5: must be in \[0, 0.5\)"):
         VideoSettings(decode="per_object", colour_weight=0.5)
+
+
+def test_colour_ownership_gives_a_touching_object_back_the_pixels_its_neighbour_drifted_onto():
+    """colour_ownership: object 1 (red and green checks) has drifted onto object 2 (plain green) they touch.
+    The green pixels of object 2 go back to it; object 1's own green checks stay its own (among its red ones);
+    a green patch labelled 1 that does not touch object 2, and the background, are left as they are."""
+    from painter_seg.apps.video import colour_hist, colour_logp, colour_ownership, hs_bins
+
+    red, green, blue = (200, 30, 30), (30, 200, 30), (30, 30, 200)
+    frame = np.zeros((40, 80, 3), np.uint8)
+    frame[:] = blue
+    frame[10:30, 10:30] = red
+    checks = (np.add.outer(np.arange(20), np.arange(20)) // 2) % 2 == 1  # 2 x 2 checks
+    frame[10:30, 10:30][checks] = green
+    frame[10:30, 30:50] = green                                           # object 2 touches object 1
+    frame[2:6, 60:64] = green                                             # a green patch far from both
+    truth = np.zeros((40, 80), np.int64)
+    truth[10:30, 10:30], truth[10:30, 30:50] = 1, 2
+    hists = {1: colour_hist(frame, truth == 1), 2: colour_hist(frame, truth == 2)}
+    drifted = truth.copy()
+    drifted[10:30, 30:42] = 1   # 1 holds 12 of object 2's 20 columns
+    drifted[2:6, 60:64] = 1
+    out = colour_ownership(drifted, colour_logp(hs_bins(frame), hists), ratio=1.5, window=3)
+    assert (out[10:30, 31:50] == 2).all()                   # object 2 whole again but the boundary column,
+    assert (out[10:30, 30] == 1).all()                      # where the 3 x 3 window still sees 1's red checks
+    assert (out[10:30, 10:29] == 1).all()                   # object 1 keeps its green checks
+    assert (out[2:6, 60:64] == 1).all() and (out[truth == 0] == drifted[truth == 0]).all()
+    assert colour_ownership(drifted, colour_logp(hs_bins(frame), {1: hists[1]}), 1.5, 3) is drifted
+    with pytest.raises(InputError, match=r"video.ownership=1.0: must be 0 \(off\) or a ratio > 1"):
+        VideoSettings(decode="per_object", ownership=1.0)
+
+
+def test_a_lost_object_seen_through_another_s_gaps_is_claimed_by_its_colours_only():
+    """claimed_by_colour (the search's view with ownership): inside the pixels another object (red comb) is
+    expected on, the bar of the lost object's colour (green) seen through the gaps is the lost object's; the
+    comb's own pixels and grey background that neither explains are not."""
+    from painter_seg.apps.video import (
+        claimed_by_colour,
+        colour_hist,
+        colour_logp,
+        hs_bins,
+        object_likelihood,
+    )
+
+    frame = np.zeros((40, 60, 3), np.uint8)
+    frame[:] = (128, 128, 128)
+    frame[10:30, 10:40] = (200, 30, 30)      # the comb ...
+    frame[14:30, 16:20] = (30, 200, 30)      # ... a gap showing the green object behind it
+    frame[14:30, 26:30] = (128, 128, 128)    # ... a gap showing background
+    annotated = np.zeros((40, 60, 3), np.uint8)
+    annotated[:] = (128, 128, 128)
+    annotated[5:15, 45:55] = (30, 200, 30)
+    annotated[20:35, 2:12] = (200, 30, 30)
+    green, red = np.zeros((40, 60), bool), np.zeros((40, 60), bool)
+    green[5:15, 45:55], red[20:35, 2:12] = True, True
+    hists = {1: colour_hist(annotated, green), 2: colour_hist(annotated, red)}
+    logp = colour_logp(hs_bins(frame), hists)
+    looks = object_likelihood(frame, hists[1], colour_hist(annotated, ~green)) > 0.5
+    expected = np.zeros((40, 60), bool)
+    expected[10:30, 10:40] = True            # the comb's prior covers its gaps
+    claimed = claimed_by_colour(expected, logp[1], logp[2], ratio=2.0, window=3, looks=looks)
+    assert claimed[15:30, 16:20].all() and claimed[14, 17:19].all()  # the bar, but for its two top corners,
+    assert claimed.sum() == 62                                          # where the window sees more red

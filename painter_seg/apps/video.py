@@ -130,6 +130,12 @@ class VideoSettings:
             likelier the object's than the background's (:func:`object_likelihood` > 0.5): the check also fails
             inside flat-coloured objects, whose flow is only interpolated, and erodes them frame by frame, while
             the background a moving object uncovers looks like background.
+        ownership: per_object: after each frame's decoding, pixels one object holds go to a touching object
+            whose colours explain them at least this many times better (a likelihood ratio averaged over a small
+            window: :func:`colour_ownership`; 0: off), and a lost object's search may look inside another
+            object's expected pixels where they have its colours rather than that object's. The flow-carried
+            masks of two touching objects drift across their boundary; the drifted pixels would otherwise keep
+            the wrong id for good, and an id would ride on the other object after its own left.
     """
 
     decode: str = "joint"
@@ -155,6 +161,7 @@ class VideoSettings:
     lost_colour: float = 0.0
     colour_search: float = 0.0
     colour_weight: float = 0.0
+    ownership: float = 0.0
 
     def __post_init__(self) -> None:
         if self.decode not in ("joint", "per_object"):
@@ -171,14 +178,16 @@ class VideoSettings:
             raise InputError(f"video.colour_weight={self.colour_weight}: must be in [0, 0.5)")
         if not 0.0 <= self.colour_search < 1.0:
             raise InputError(f"video.colour_search={self.colour_search}: must be in [0, 1) (0: off)")
+        if self.ownership != 0.0 and self.ownership <= 1.0:
+            raise InputError(f"video.ownership={self.ownership}: must be 0 (off) or a ratio > 1")
         if not 0.0 <= self.lost_colour < 1.0:
             raise InputError(f"video.lost_colour={self.lost_colour}: must be in [0, 1)")
         if not 0.0 < self.redetect_appearance <= 1.0:
             raise InputError(f"video.redetect_appearance={self.redetect_appearance}: must be in (0, 1] (1: off)")
         if not 0.0 <= self.model_weight <= 1.0:
             raise InputError(f"video.model_weight={self.model_weight}: must be in [0, 1]")
-        if self.decode == "joint" and (self.crop or self.flow or self.memory == "gated"):
-            raise InputError("video: crop, flow and memory=gated need decode=per_object")
+        if self.decode == "joint" and (self.crop or self.flow or self.memory == "gated" or self.ownership):
+            raise InputError("video: crop, flow, memory=gated and ownership need decode=per_object")
         if self.occlusion_colour and not self.occlusion:
             raise InputError("video.occlusion_colour refines the occlusion check: set video.occlusion=true")
         if 0.0 < self.model_weight < 1.0 and not self.flow:
@@ -188,7 +197,7 @@ class VideoSettings:
     def uses_colour(self) -> bool:
         """Whether a setting reads the objects' colours (:func:`object_likelihood`)."""
         return (self.colour_weight > 0 or self.lost_colour > 0 or self.redetect_colours or self.occlusion_colour
-                or self.colour_search > 0)
+                or self.colour_search > 0 or self.ownership > 0)
 
     @classmethod
     def official(cls, context_frames: int = 8) -> VideoSettings:
@@ -262,6 +271,7 @@ class ObjectTrack:
 
 
 _HIST_BINS = (16, 8)  # hue, saturation
+OWNERSHIP_WINDOW = 0.2  # colour_ownership's window side, as a share of the smallest object's annotated side
 
 
 def colour_hist(frame: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -286,6 +296,61 @@ def object_likelihood(frame: np.ndarray, fg_hist: np.ndarray, bg_hist: np.ndarra
     fg, bg = np.asarray(fg_hist, np.float32), np.asarray(bg_hist, np.float32)
     table = np.where(fg + bg > 0, fg / np.maximum(fg + bg, 1e-12), 0.5).astype(np.float32).reshape(-1)
     return table[hs_bins(frame) if bins is None else bins]
+
+
+def colour_logp(bins: np.ndarray, hists: Mapping[int, np.ndarray]) -> dict[int, np.ndarray]:
+    """Per object, ``[H, W]`` float32: the log of its annotated hue-saturation histogram (:func:`colour_hist`)
+    at each pixel's bin (:func:`hs_bins`)."""
+    return {i: np.log(np.asarray(h, np.float32).reshape(-1) + 1e-3)[bins] for i, h in hists.items()}
+
+
+def claimed_by_colour(region: np.ndarray, logp_claim: np.ndarray, logp_owner: np.ndarray, ratio: float,
+                      window: int, looks: np.ndarray | None = None) -> np.ndarray:
+    """The pixels of ``region`` (an object's pixels, bool ``[H, W]``) whose colours are likelier another
+    object's: the claimant's log-likelihood (:func:`colour_logp`) beats the owner's by more than
+    ``log(ratio)``, both averaged over the ``window`` x ``window`` box around the pixel *within the region*
+    (a local colour-texture score: a checkered object's square of a colour it shares with a plain neighbour
+    still sits among its other colours; the background next to the region does not count), and, when
+    ``looks`` is given, the pixel looks like the claimant rather than the background."""
+    k = max(1, int(window)) | 1
+    weight = np.maximum(cv2.blur(region.astype(np.float32), (k, k)), 1e-6)
+    gain = cv2.blur((logp_claim - logp_owner) * region, (k, k)) / weight
+    out = region & (gain > np.log(ratio))
+    return out & looks if looks is not None else out
+
+
+def colour_ownership(labels: np.ndarray, logp: Mapping[int, np.ndarray], ratio: float, window: int,
+                     looks: Mapping[int, np.ndarray] | None = None) -> np.ndarray:
+    """Hand pixels from one object to a touching one whose colours explain them better.
+
+    A pixel labelled i moves to object j when j claims it by colour (:func:`claimed_by_colour`, with
+    ``looks[j]`` when given: background that i's mask spilled onto is not j's either) and it is connected
+    (8-connected, through such pixels) to j's labelled pixels. Background is never touched: this only settles
+    which of two touching objects owns a pixel, where the flow-carried masks drift across the boundary.
+
+    Returns:
+        a new label map (``labels`` itself when fewer than two objects with colours are present).
+    """
+    ids = [i for i in sorted(logp) if (labels == i).any()]
+    if len(ids) < 2:
+        return labels
+    out, moved = labels.copy(), np.zeros(labels.shape, bool)
+    for i in ids:
+        own = labels == i
+        for j in ids:
+            if j == i:
+                continue
+            cand = claimed_by_colour(own, logp[j], logp[i], ratio, window,
+                                     looks.get(j) if looks is not None else None)
+            if not cand.any():
+                continue
+            n, lab = cv2.connectedComponents((cand | (labels == j)).astype(np.uint8), connectivity=8)
+            touching = np.zeros(n, bool)
+            touching[np.unique(lab[labels == j])] = True
+            touching[0] = False
+            move = cand & touching[lab] & ~moved
+            out[move], moved[move] = j, True
+    return out
 
 
 def largest_part(mask: np.ndarray) -> np.ndarray:
@@ -685,16 +750,34 @@ class VideoPropagator:
         if not ids:
             return np.zeros(state.size, np.int64)
 
-        def others(oid: int) -> np.ndarray | None:  # for a search only: the pixels the other objects are expected on
-            masks = [priors[o] > 0.5 for o in ids if o != oid and o in priors]
+        s = self.settings
+        bins = hs_bins(frame) if s.uses_colour else None
+        logp = looks = None  # with ownership: colour_ownership's log-likelihoods and object-like pixels
+        coloured = [o for o in ids if state.tracks[o].has_colours]
+        window = round(OWNERSHIP_WINDOW * np.sqrt(min(state.tracks[o].area for o in ids)))
+        if s.ownership > 0 and len(coloured) >= 2:
+            logp = colour_logp(bins, {o: state.tracks[o].hist for o in coloured})
+            looks = {o: state.tracks[o].likelihood(frame, bins) > 0.5 for o in coloured}
+
+        def others(oid: int) -> np.ndarray | None:
+            """For a search only: the pixels the other objects are expected on, less (with ownership) those
+            whose colours are this object's rather than theirs (an object seen through another's gaps)."""
+            masks = []
+            for o in ids:
+                if o == oid or o not in priors:
+                    continue
+                m = priors[o] > 0.5
+                if logp is not None and oid in logp and o in logp:
+                    m &= ~claimed_by_colour(m, logp[oid], logp[o], s.ownership, window, looks[oid])
+                masks.append(m)
             return np.logical_or.reduce(masks) if masks else None
 
-        bins = hs_bins(frame) if self.settings.uses_colour else None
         scores = np.stack([self._fused_score(state.tracks[o], frame, priors.get(o), partial(others, o), bins)
                            for o in ids])
         best = scores.argmax(axis=0)
         table = np.asarray(ids, np.int64)
-        return np.where(scores.max(axis=0) > self.settings.fg_threshold, table[best], 0)
+        labels = np.where(scores.max(axis=0) > s.fg_threshold, table[best], 0)
+        return colour_ownership(labels, logp, s.ownership, window, looks) if logp is not None else labels
 
     def _remember_objects(self, state: VideoState, idx: int, frame: np.ndarray, labels: np.ndarray,
                           priors: dict[int, np.ndarray]) -> None:
