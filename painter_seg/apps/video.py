@@ -13,7 +13,8 @@ defaults):
   back), a prior from the previous mask warped by dense optical flow (DIS) that gates and fuses with the
   model's score (and stands in when the prediction vanishes), and a memory of predicted frames that admits a
   frame only when its mask agrees with the warped prior. An object that leaves is absent; it is searched for
-  on the full frame with its annotated prompt and comes back with its own id.
+  on the full frame with its annotated prompt and comes back with its own id. Where two objects touch, a pixel goes to the
+  one whose annotated colours explain it better (``ownership``), so a boundary the flow lets drift is settled.
 
 Every state update is a function of the frames and the final label maps only, so a run resumed from masks
 already written continues exactly.
