@@ -91,6 +91,8 @@ CASES = {
     "propagate/context-string": ((*PROP, "context_frames=abc"),
                                  "context_frames='abc': expected an integer >= 0 (or null: the model's)"),
     "propagate/precision": ((*PROP, "precision=fp8"), "precision=fp8: expected one of auto, fp32, bf16, fp16"),
+    "propagate/video-ownership": (("propagate", "model=default", "device=cpu", *PROP[3:], "model.video.ownership=0.5"),
+                                  "video.ownership=0.5: must be 0 (off) or a ratio > 1"),
     "propagate/davis-not-a-layout": (("propagate", *TINY, "data=davis", "root={d}/fss", "sequences=[s1]"),
                                      ("{d}/fss: not a DAVIS layout (expected JPEGImages/480p/<seq> + "
                                      "Annotations/480p/<seq>, or images/<seq> + masks/<seq>)")),
