@@ -810,22 +810,27 @@ def test_colour_weight_trims_the_warp_s_soft_edge_off_background_but_never_adds_
         VideoSettings(decode="per_object", colour_weight=0.5)
 
 
+def _checks_beside_green():
+    """A 40 x 80 blue frame: object 1 (rows 10-30, cols 10-30) red with a quarter of 2 x 2 checks green, object
+    2 (cols 30-50) plain green, touching it. Returns ``(frame, truth)``."""
+    frame = np.zeros((40, 80, 3), np.uint8)
+    frame[:] = (30, 30, 200)
+    frame[10:30, 10:30] = (200, 30, 30)
+    frame[10:30, 10:30][np.outer(np.arange(20) // 2 % 2, np.arange(20) // 2 % 2) == 1] = (30, 200, 30)
+    frame[10:30, 30:50] = (30, 200, 30)
+    truth = np.zeros((40, 80), np.int64)
+    truth[10:30, 10:30], truth[10:30, 30:50] = 1, 2
+    return frame, truth
+
+
 def test_colour_ownership_gives_a_touching_object_back_the_pixels_its_neighbour_drifted_onto():
     """colour_ownership: object 1 (red, a quarter green checks) has drifted onto object 2 (plain green) they touch.
     The green pixels of object 2 go back to it; object 1's own green checks stay its own (among its red ones);
     a green patch labelled 1 that does not touch object 2, and the background, are left as they are."""
     from painter_seg.apps.video import colour_hist, colour_logp, colour_ownership, hs_bins
 
-    red, green, blue = (200, 30, 30), (30, 200, 30), (30, 30, 200)
-    frame = np.zeros((40, 80, 3), np.uint8)
-    frame[:] = blue
-    frame[10:30, 10:30] = red
-    checks = np.outer(np.arange(20) // 2 % 2, np.arange(20) // 2 % 2) == 1  # a quarter of 2 x 2 checks
-    frame[10:30, 10:30][checks] = green
-    frame[10:30, 30:50] = green                                           # object 2 touches object 1
-    frame[2:6, 60:64] = green                                             # a green patch far from both
-    truth = np.zeros((40, 80), np.int64)
-    truth[10:30, 10:30], truth[10:30, 30:50] = 1, 2
+    frame, truth = _checks_beside_green()
+    frame[2:6, 60:64] = (30, 200, 30)                                     # a green patch far from both
     hists = {1: colour_hist(frame, truth == 1), 2: colour_hist(frame, truth == 2)}
     drifted = truth.copy()
     drifted[10:30, 30:42] = 1   # 1 holds 12 of object 2's 20 columns
@@ -880,13 +885,7 @@ def test_ownership_in_the_propagator_returns_drifted_pixels_and_is_off_by_defaul
     object 1, whose window still sees its red), with the setting off they stay 1's."""
     from painter_seg.apps.video import ObjectTrack, VideoState, colour_hist
 
-    frame = np.zeros((40, 80, 3), np.uint8)
-    frame[:] = (30, 30, 200)
-    frame[10:30, 10:30] = (200, 30, 30)
-    frame[10:30, 10:30][np.outer(np.arange(20) // 2 % 2, np.arange(20) // 2 % 2) == 1] = (30, 200, 30)
-    frame[10:30, 30:50] = (30, 200, 30)
-    truth = np.zeros((40, 80), np.int64)
-    truth[10:30, 10:30], truth[10:30, 30:50] = 1, 2
+    frame, truth = _checks_beside_green()
     state = VideoState(frames=None, size=(40, 80))
     for oid in (1, 2):
         state.tracks[oid] = ObjectTrack(oid, None, 400, hist=colour_hist(frame, truth == oid),

@@ -706,8 +706,11 @@ class VideoPropagator:
         if taken is not None:
             score[taken] = 0.0
         found = score > s.redetect_threshold
-        if s.redetect_colours and track.has_colours and found.any():
-            found = largest_part(found & (track.likelihood(frame, bins) > 0.5))
+        looks = None  # the object-coloured pixels, for the colour cut and the colour search alike
+        if track.has_colours and (s.redetect_colours or s.colour_search > 0):
+            looks = track.likelihood(frame, bins) > 0.5
+        if s.redetect_colours and looks is not None and found.any():
+            found = largest_part(found & looks)
             score = np.where(found, score, 0.0)
         area = int(found.sum())
         lo, hi = track.area_range(s.redetect_area)
@@ -717,21 +720,17 @@ class VideoPropagator:
             ok = dist <= s.redetect_appearance
         if ok:
             return np.clip(score * (s.fg_threshold / s.redetect_threshold), 0.0, 1.0)
-        if s.colour_search > 0 and track.has_colours:
-            part = self._colour_search(track, frame, taken, bins)
+        if s.colour_search > 0 and looks is not None:
+            part = self._colour_search(track, frame, looks if taken is None else looks & ~taken)
             if part is not None:  # held at the middle of the range above the threshold
                 return np.where(part, (1.0 + s.fg_threshold) / 2, 0.0).astype(np.float32)
         return np.zeros_like(score)
 
-    def _colour_search(self, track: ObjectTrack, frame: np.ndarray, taken: np.ndarray | None,
-                       bins: np.ndarray | None) -> np.ndarray | None:
-        """The connected part of the pixels whose colour is likelier the object's (outside ``taken``) with a
-        plausible area (``redetect_area``) whose colour histogram is closest to the annotated object's, if within
-        ``colour_search``; None when there is none."""
+    def _colour_search(self, track: ObjectTrack, frame: np.ndarray, looks: np.ndarray) -> np.ndarray | None:
+        """The connected part of ``looks`` (the pixels whose colour is likelier the object's, outside the other
+        objects) with a plausible area (``redetect_area``) whose colour histogram is closest to the annotated
+        object's, if within ``colour_search``; None when there is none."""
         s = self.settings
-        looks = track.likelihood(frame, bins) > 0.5
-        if taken is not None:
-            looks &= ~taken
         _, lab, stats, _ = cv2.connectedComponentsWithStats(looks.astype(np.uint8), connectivity=8)
         areas = stats[1:, cv2.CC_STAT_AREA]
         lo, hi = track.area_range(s.redetect_area)
