@@ -126,3 +126,52 @@ def test_attention_head_groups_give_the_same_numbers(tiny_model):
     assert attn.num_heads > 2
     assert torch.allclose(one_head, whole, atol=1e-6, rtol=0) and torch.allclose(two_heads, whole, atol=1e-6, rtol=0)
     assert torch.allclose(plain, whole, atol=1e-6, rtol=0)
+
+
+def test_folded_rel_pos_attention_matches_the_bias_mask(tiny_model):
+    """Reduced precision on the CPU folds the rel-pos bias into the logits' product (query gets its rel-pos
+    terms appended, key its one-hot row and column): same attention as the bias given to SDPA as a mask."""
+    import copy
+
+    import torch.nn.functional as F
+
+    from painter_seg.model.layers import BiasWorkspace, decomposed_rel_pos_bias
+
+    attn = copy.deepcopy(tiny_model.blocks[0].attn)  # the fixture is shared: change a copy
+    size = tiny_model.grid_size
+    length, nh, c = size[0] * size[1], attn.num_heads, attn.head_dim
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(nh, length, c, generator=g) for _ in range(3))
+    with torch.no_grad():
+        attn.rel_pos_h.copy_(torch.randn(attn.rel_pos_h.shape, generator=g))
+        attn.rel_pos_w.copy_(torch.randn(attn.rel_pos_w.shape, generator=g))
+        bias = decomposed_rel_pos_bias(q[None], attn.rel_pos_h, attn.rel_pos_w, size)
+        ref = F.scaled_dot_product_attention(q[None], k[None], v[None], attn_mask=bias)[0]
+        folded = attn._folded_attention(q, k, v, size, BiasWorkspace())
+        onehot = BiasWorkspace().key_positions(size, torch.float32, q.device)
+    assert bias.abs().max() > 1  # the bias matters
+    assert torch.allclose(folded, ref, atol=1e-5, rtol=0)
+    assert onehot.shape == (length, sum(size)) and torch.equal(onehot.sum(1), torch.full((length,), 2.0))
+
+
+def test_bf16_inference_path_is_as_close_to_fp32_as_the_fused_kernel(tiny_model):
+    """Under bf16 autocast the CPU inference forward (folded attention, in-place softmax) stays as close to the
+    fp32 forward as bf16 with the fused kernel does."""
+    from painter_seg.model import seggpt
+
+    h, w = tiny_model.img_size
+    g = torch.Generator().manual_seed(4)
+    imgs, tgts = (torch.randn(2, 3, h, w, generator=g) for _ in range(2))
+    mask = tiny_model.query_mask()
+    with torch.inference_mode():
+        ref = tiny_model(imgs, tgts, mask)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            ours = tiny_model(imgs, tgts, mask).float()
+            orig = seggpt.BiasWorkspace
+            try:
+                seggpt.BiasWorkspace = lambda: None  # no workspace: SDPA with the bias as its mask
+                fused = tiny_model(imgs, tgts, mask).float()
+            finally:
+                seggpt.BiasWorkspace = orig
+    err, err_fused = (ref - ours).abs().mean().item(), (ref - fused).abs().mean().item()
+    assert 0 < err < 1.5 * err_fused + 1e-4, (err, err_fused)
