@@ -901,3 +901,47 @@ def test_ownership_in_the_propagator_returns_drifted_pixels_and_is_off_by_defaul
     labels = prop._predict_objects(state, frame, priors)
     assert (labels[10:30, 32:50] == 2).all() and (labels[10:30, 10:30] == 1).all()
     assert (labels[truth == 0] == 0).all()
+
+
+def test_a_background_part_that_looks_like_the_object_is_not_taken_for_it(monkeypatch):
+    """distractors: a red square in the annotated frame's background looks like a red-and-pink object; once
+    the object left, neither the model's search nor the colour search takes the square for it; the object
+    itself, coming back, is found by both."""
+    from painter_seg.apps.video import ObjectTrack, colour_hist
+
+    blue, red, pink = (30, 30, 200), (200, 30, 30), (200, 120, 120)
+    before = np.zeros((40, 80, 3), np.uint8)
+    before[:] = blue
+    before[12:22, 4:20], before[22:28, 4:20] = red, pink  # the object: 160 red, 96 pink pixels
+    before[12:28, 60:76] = red  # the distractor: a red square of the background
+    obj = np.zeros((40, 80), bool)
+    obj[12:28, 4:20] = True
+    track = ObjectTrack(1, None, 256, hist=colour_hist(before, obj), bg_hist=colour_hist(before, ~obj))
+    prop = VideoPropagator.__new__(VideoPropagator)
+    base = {"decode": "per_object", "flow": True, "model_weight": 0.15, "redetect_threshold": 0.35,
+            "redetect_appearance": 0.5, "redetect_colours": True, "colour_search": 0.5}
+    prop.settings = VideoSettings(**base, distractors=True)
+    distractors = prop._distractors(track, before, ~obj)
+    assert len(distractors) == 1
+
+    gone = before.copy()
+    gone[12:28, 4:20] = blue  # the object left; the square stays
+    model = np.zeros((40, 80), np.float32)
+    model[12:28, 60:76] = 0.9  # the model's search paints the square
+    monkeypatch.setattr(prop, "_object_score", lambda t, f, p: model.copy())
+    prop.settings = VideoSettings(**base)
+    assert (prop._fused_score(track, gone, None) > 0.5).sum() == 256  # off: the square is taken
+    prop.settings = VideoSettings(**base, distractors=True)
+    track.distractors = distractors  # as _set_anchor keeps them with the setting on
+    assert not prop._fused_score(track, gone, None).any()  # model search and colour search reject it
+
+    back = gone.copy()
+    back[12:22, 36:52], back[22:28, 36:52] = red, pink  # the object returns
+    found = prop._fused_score(track, back, None) > 0.5  # the model still paints the square: colour search
+    assert found[12:28, 36:52].all() and found.sum() == 256
+    model[:] = 0.0
+    model[12:28, 36:52] = 0.9  # the model paints the object
+    found = prop._fused_score(track, back, None) > 0.5
+    assert found[12:28, 36:52].all() and found.sum() == 256
+    with pytest.raises(InputError, match="distractors need decode=per_object"):
+        VideoSettings(distractors=True)

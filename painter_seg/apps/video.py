@@ -137,6 +137,11 @@ class VideoSettings:
             object's expected pixels where they have its colours rather than that object's. The flow-carried
             masks of two touching objects drift across their boundary; the drifted pixels would otherwise keep
             the wrong id for good, and an id would ride on the other object after its own left.
+        distractors: per_object: at each annotated frame, the parts of the background that look like an object
+            (connected pixels likelier its colours than the background's, of an area a re-detection could have:
+            ``redetect_area``) are its known distractors; a region a search finds (by the model or by colour) is
+            rejected when its colour histogram is closer to one of them than to the object's. A background
+            object of the same hue would otherwise be taken for the object once it left, and held after.
     """
 
     decode: str = "joint"
@@ -163,6 +168,7 @@ class VideoSettings:
     colour_search: float = 0.0
     colour_weight: float = 0.0
     ownership: float = 0.0
+    distractors: bool = False
 
     def __post_init__(self) -> None:
         if self.decode not in ("joint", "per_object"):
@@ -187,8 +193,9 @@ class VideoSettings:
             raise InputError(f"video.redetect_appearance={self.redetect_appearance}: must be in (0, 1] (1: off)")
         if not 0.0 <= self.model_weight <= 1.0:
             raise InputError(f"video.model_weight={self.model_weight}: must be in [0, 1]")
-        if self.decode == "joint" and (self.crop or self.flow or self.memory == "gated" or self.ownership):
-            raise InputError("video: crop, flow, memory=gated and ownership need decode=per_object")
+        if self.decode == "joint" and (self.crop or self.flow or self.memory == "gated" or self.ownership
+                                       or self.distractors):
+            raise InputError("video: crop, flow, memory=gated, ownership and distractors need decode=per_object")
         if self.occlusion_colour and not self.occlusion:
             raise InputError("video.occlusion_colour refines the occlusion check: set video.occlusion=true")
         if 0.0 < self.model_weight < 1.0 and not self.flow:
@@ -248,6 +255,10 @@ class ObjectTrack:
         anchor: the prompt from its latest annotated frame (cropped around its mask when cropping).
         area: its pixel count in that annotation (the scale a re-detection is checked against).
         memory: predicted frames admitted as extra prompts, bounded by K.
+        hist / bg_hist: hue-saturation histograms (:func:`colour_hist`) of the object and of the background in
+            that annotation.
+        distractors: histograms of the background parts of that annotation that look like the object
+            (``VideoSettings.distractors``).
     """
 
     oid: int
@@ -256,6 +267,7 @@ class ObjectTrack:
     memory: deque = field(default_factory=deque)
     hist: np.ndarray | None = None
     bg_hist: np.ndarray | None = None
+    distractors: list[np.ndarray] = field(default_factory=list)
 
     @property
     def has_colours(self) -> bool:
@@ -270,8 +282,16 @@ class ObjectTrack:
         """The areas a found region may have: within ``factor`` of the annotated area, both ways."""
         return self.area / factor, self.area * factor
 
+    def like_a_distractor(self, region_hist: np.ndarray) -> bool:
+        """Whether a region's histogram is closer to one of the known distractors' than to the object's."""
+        if not self.distractors or self.hist is None:
+            return False
+        own = cv2.compareHist(self.hist, region_hist, cv2.HISTCMP_BHATTACHARYYA)
+        return any(cv2.compareHist(d, region_hist, cv2.HISTCMP_BHATTACHARYYA) < own for d in self.distractors)
+
 
 _HIST_BINS = (16, 8)  # hue, saturation
+MAX_DISTRACTORS = 8  # known distractors kept per object and annotation (the largest)
 OWNERSHIP_WINDOW = 0.2  # colour_ownership's window side, as a share of the smallest object's annotated side
 
 
@@ -595,10 +615,22 @@ class VideoPropagator:
             track = ObjectTrack(int(oid), self._object_prompt(frame, mask), int(mask.sum()),
                                 deque(maxlen=self.context_frames), colour_hist(frame, mask),
                                 colour_hist(frame, labels == 0))
+            if self.settings.distractors:
+                track.distractors = self._distractors(track, frame, labels == 0)
             old = state.tracks.get(int(oid))
             if old is not None:
                 track.memory.extend(old.memory)
             state.tracks[int(oid)] = track
+
+    def _distractors(self, track: ObjectTrack, frame: np.ndarray, background: np.ndarray) -> list[np.ndarray]:
+        """Histograms of the connected background parts of an annotated frame that look like the object and
+        have an area a re-detection could have (``redetect_area``), largest first, at most ``MAX_DISTRACTORS``."""
+        looks = (track.likelihood(frame) > 0.5) & background
+        _, lab, stats, _ = cv2.connectedComponentsWithStats(looks.astype(np.uint8), connectivity=8)
+        lo, hi = track.area_range(self.settings.redetect_area)
+        areas = stats[1:, cv2.CC_STAT_AREA]
+        parts = [i + 1 for i in np.argsort(-areas) if lo <= areas[i] <= hi][:MAX_DISTRACTORS]
+        return [colour_hist(frame, lab == i) for i in parts]
 
     def _predict_joint(self, state: VideoState, frame: np.ndarray) -> np.ndarray:
         palette = object_colors(state.object_ids)
@@ -715,9 +747,10 @@ class VideoPropagator:
         area = int(found.sum())
         lo, hi = track.area_range(s.redetect_area)
         ok = lo <= area <= hi
-        if ok and s.redetect_appearance < 1.0 and track.hist is not None:
-            dist = cv2.compareHist(track.hist, colour_hist(frame, found), cv2.HISTCMP_BHATTACHARYYA)
-            ok = dist <= s.redetect_appearance
+        if ok and (s.redetect_appearance < 1.0 or track.distractors) and track.hist is not None:
+            found_hist = colour_hist(frame, found)
+            dist = cv2.compareHist(track.hist, found_hist, cv2.HISTCMP_BHATTACHARYYA)
+            ok = dist <= s.redetect_appearance and not track.like_a_distractor(found_hist)
         if ok:
             return np.clip(score * (s.fg_threshold / s.redetect_threshold), 0.0, 1.0)
         if s.colour_search > 0 and looks is not None:
@@ -738,8 +771,9 @@ class VideoPropagator:
         best, best_dist = None, s.colour_search
         for i in plausible + 1:
             part = lab == i
-            dist = cv2.compareHist(track.hist, colour_hist(frame, part), cv2.HISTCMP_BHATTACHARYYA)
-            if dist <= best_dist:
+            part_hist = colour_hist(frame, part)
+            dist = cv2.compareHist(track.hist, part_hist, cv2.HISTCMP_BHATTACHARYYA)
+            if dist <= best_dist and not track.like_a_distractor(part_hist):
                 best, best_dist = part, dist
         return best
 
