@@ -945,3 +945,29 @@ def test_a_background_part_that_looks_like_the_object_is_not_taken_for_it(monkey
     assert found[12:28, 36:52].all() and found.sum() == 256
     with pytest.raises(InputError, match="distractors need decode=per_object"):
         VideoSettings(distractors=True)
+
+
+def test_colour_ownership_reaches_a_part_seen_through_a_gap_of_the_holder():
+    """reach: a green part (object 2's colours) that object 1's red tooth separates from object 2's own pixels
+    goes to object 2 when the tooth is narrower than ``reach``; a green part farther away stays object 1's."""
+    from painter_seg.apps.video import colour_hist, colour_logp, colour_ownership, hs_bins
+
+    frame = np.zeros((40, 80, 3), np.uint8)
+    frame[:] = (30, 30, 200)
+    frame[10:30, 10:40] = (200, 30, 30)   # object 1: red
+    frame[10:30, 40:50] = (30, 200, 30)   # object 2: green, right of object 1
+    frame[12:28, 30:37] = (30, 200, 30)   # green seen through object 1, 3 px of red (a tooth) from object 2
+    frame[12:28, 14:20] = (30, 200, 30)   # green 20 px from object 2
+    truth = np.zeros((40, 80), np.int64)
+    truth[10:30, 10:40], truth[10:30, 40:50] = 1, 2
+    truth[12:28, 30:37], truth[12:28, 14:20] = 2, 2
+    hists = {1: colour_hist(frame, truth == 1), 2: colour_hist(frame, truth == 2)}
+    labels = truth.copy()
+    labels[10:30, 10:40] = 1  # object 1's mask covers its gaps
+    logp = colour_logp(hs_bins(frame), hists)
+    near = np.zeros((40, 80), bool)
+    near[13:27, 31:36] = True  # the near part, less the border the 3 x 3 window shares with red
+    assert not (colour_ownership(labels, logp, 2.0, 3) == 2)[near].any()  # not connected: stays 1's
+    out = colour_ownership(labels, logp, 2.0, 3, reach=3)
+    assert (out[near] == 2).all()
+    assert (out[12:28, 14:20] == 1).all() and (out[10:30, 10:30] == 1).all()  # far part and the red stay 1's

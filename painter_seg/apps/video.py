@@ -341,13 +341,15 @@ def claimed_by_colour(region: np.ndarray, logp_claim: np.ndarray, logp_owner: np
 
 
 def colour_ownership(labels: np.ndarray, logp: Mapping[int, np.ndarray], ratio: float, window: int,
-                     looks: Mapping[int, np.ndarray] | None = None) -> np.ndarray:
+                     looks: Mapping[int, np.ndarray] | None = None, reach: int = 0) -> np.ndarray:
     """Hand pixels from one object to a touching one whose colours explain them better.
 
     A pixel labelled i moves to object j when j claims it by colour (:func:`claimed_by_colour`, with
     ``looks[j]`` when given: background that i's mask spilled onto is not j's either) and it is connected
-    (8-connected, through such pixels) to j's labelled pixels. Background is never touched: this only settles
-    which of two touching objects owns a pixel, where the flow-carried masks drift across the boundary.
+    (8-connected, through such pixels) to j's labelled pixels, or to within ``reach`` pixels of them (an object
+    seen through another's gaps: its parts between the teeth of a comb do not touch its own pixels). Background
+    is never touched: this only settles which of two touching objects owns a pixel, where the flow-carried
+    masks drift across the boundary.
 
     Returns:
         a new label map (``labels`` itself when fewer than two objects with colours are present).
@@ -365,9 +367,12 @@ def colour_ownership(labels: np.ndarray, logp: Mapping[int, np.ndarray], ratio: 
                                      looks.get(j) if looks is not None else None)
             if not cand.any():
                 continue
-            n, lab = cv2.connectedComponents((cand | (labels == j)).astype(np.uint8), connectivity=8)
+            recv = labels == j
+            if reach > 0:  # j's pixels grown by ``reach``: a claimed part across a thin gap still connects
+                recv = cv2.dilate(recv.astype(np.uint8), np.ones((2 * reach + 1,) * 2, np.uint8)) > 0
+            n, lab = cv2.connectedComponents((cand | recv).astype(np.uint8), connectivity=8)
             touching = np.zeros(n, bool)
-            touching[np.unique(lab[labels == j])] = True
+            touching[np.unique(lab[recv])] = True
             touching[0] = False
             move = cand & touching[lab] & ~moved
             out[move], moved[move] = j, True
@@ -811,7 +816,9 @@ class VideoPropagator:
         best = scores.argmax(axis=0)
         table = np.asarray(ids, np.int64)
         labels = np.where(scores.max(axis=0) > s.fg_threshold, table[best], 0)
-        return colour_ownership(labels, logp, s.ownership, window, looks) if logp is not None else labels
+        if logp is None:
+            return labels
+        return colour_ownership(labels, logp, s.ownership, window, looks, reach=window)
 
     def _remember_objects(self, state: VideoState, idx: int, frame: np.ndarray, labels: np.ndarray,
                           priors: dict[int, np.ndarray]) -> None:
