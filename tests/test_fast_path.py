@@ -154,7 +154,7 @@ def test_folded_rel_pos_attention_matches_the_bias_mask(tiny_model):
     assert onehot.shape == (length, sum(size)) and torch.equal(onehot.sum(1), torch.full((length,), 2.0))
 
 
-def test_bf16_inference_path_is_as_close_to_fp32_as_the_fused_kernel(tiny_model):
+def test_bf16_inference_path_is_as_close_to_fp32_as_the_fused_kernel(tiny_model, monkeypatch):
     """Under bf16 autocast the CPU inference forward (folded attention, in-place softmax) stays as close to the
     fp32 forward as bf16 with the fused kernel does."""
     from painter_seg.model import seggpt
@@ -167,11 +167,7 @@ def test_bf16_inference_path_is_as_close_to_fp32_as_the_fused_kernel(tiny_model)
         ref = tiny_model(imgs, tgts, mask)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             ours = tiny_model(imgs, tgts, mask).float()
-            orig = seggpt.BiasWorkspace
-            try:
-                seggpt.BiasWorkspace = lambda: None  # no workspace: SDPA with the bias as its mask
-                fused = tiny_model(imgs, tgts, mask).float()
-            finally:
-                seggpt.BiasWorkspace = orig
+            monkeypatch.setattr(seggpt, "BiasWorkspace", lambda: None)  # no workspace: SDPA with the bias as mask
+            fused = tiny_model(imgs, tgts, mask).float()
     err, err_fused = (ref - ours).abs().mean().item(), (ref - fused).abs().mean().item()
     assert 0 < err < 1.5 * err_fused + 1e-4, (err, err_fused)

@@ -282,12 +282,10 @@ class ObjectTrack:
         """The areas a found region may have: within ``factor`` of the annotated area, both ways."""
         return self.area / factor, self.area * factor
 
-    def like_a_distractor(self, region_hist: np.ndarray) -> bool:
-        """Whether a region's histogram is closer to one of the known distractors' than to the object's."""
-        if not self.distractors or self.hist is None:
-            return False
-        own = cv2.compareHist(self.hist, region_hist, cv2.HISTCMP_BHATTACHARYYA)
-        return any(cv2.compareHist(d, region_hist, cv2.HISTCMP_BHATTACHARYYA) < own for d in self.distractors)
+    def like_a_distractor(self, region_hist: np.ndarray, dist: float) -> bool:
+        """Whether a region's histogram is closer to one of the known distractors' than ``dist`` (its
+        Bhattacharyya distance to the object's)."""
+        return any(cv2.compareHist(d, region_hist, cv2.HISTCMP_BHATTACHARYYA) < dist for d in self.distractors)
 
 
 _HIST_BINS = (16, 8)  # hue, saturation
@@ -615,13 +613,14 @@ class VideoPropagator:
         if self.settings.decode == "joint":
             state.anchors[idx] = (self._image_tensor(frame), resize_labels(labels, self.half_size))
             return
+        background = labels == 0
         for oid in np.unique(labels[labels > 0]):
             mask = labels == oid
             track = ObjectTrack(int(oid), self._object_prompt(frame, mask), int(mask.sum()),
                                 deque(maxlen=self.context_frames), colour_hist(frame, mask),
-                                colour_hist(frame, labels == 0))
+                                colour_hist(frame, background))
             if self.settings.distractors:
-                track.distractors = self._distractors(track, frame, labels == 0)
+                track.distractors = self._distractors(track, frame, background)
             old = state.tracks.get(int(oid))
             if old is not None:
                 track.memory.extend(old.memory)
@@ -755,7 +754,7 @@ class VideoPropagator:
         if ok and (s.redetect_appearance < 1.0 or track.distractors) and track.hist is not None:
             found_hist = colour_hist(frame, found)
             dist = cv2.compareHist(track.hist, found_hist, cv2.HISTCMP_BHATTACHARYYA)
-            ok = dist <= s.redetect_appearance and not track.like_a_distractor(found_hist)
+            ok = dist <= s.redetect_appearance and not track.like_a_distractor(found_hist, dist)
         if ok:
             return np.clip(score * (s.fg_threshold / s.redetect_threshold), 0.0, 1.0)
         if s.colour_search > 0 and looks is not None:
@@ -778,7 +777,7 @@ class VideoPropagator:
             part = lab == i
             part_hist = colour_hist(frame, part)
             dist = cv2.compareHist(track.hist, part_hist, cv2.HISTCMP_BHATTACHARYYA)
-            if dist <= best_dist and not track.like_a_distractor(part_hist):
+            if dist <= best_dist and not track.like_a_distractor(part_hist, dist):
                 best, best_dist = part, dist
         return best
 

@@ -60,6 +60,18 @@ def get_rel_pos(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tensor
     return rel_pos[relative.long()]
 
 
+def rel_pos_terms(q: torch.Tensor, rel_pos_h: torch.Tensor, rel_pos_w: torch.Tensor, size: tuple[int, int]
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each query's dot products with the row and column tables: ``q`` ``[..., H*W, C]`` (unscaled) ->
+    ``([..., H, W, kH], [..., H, W, kW])``; the decomposed bias of query (i, j) to key (k, l) is
+    ``rel_h[i, j, k] + rel_w[i, j, l]``."""
+    h, w = size
+    rh = get_rel_pos(h, h, rel_pos_h).to(q.dtype)
+    rw = get_rel_pos(w, w, rel_pos_w).to(q.dtype)
+    r_q = q.reshape(*q.shape[:-2], h, w, q.shape[-1])
+    return torch.einsum("...hwc,hkc->...hwk", r_q, rh), torch.einsum("...hwc,wkc->...hwk", r_q, rw)
+
+
 def decomposed_rel_pos_bias(
     q: torch.Tensor,
     rel_pos_h: torch.Tensor,
@@ -79,12 +91,8 @@ def decomposed_rel_pos_bias(
         bias ``[B, heads, H*W, H*W]`` in q's dtype, to add to the attention logits.
     """
     h, w = size
-    rh = get_rel_pos(h, h, rel_pos_h).to(q.dtype)
-    rw = get_rel_pos(w, w, rel_pos_w).to(q.dtype)
-    b, nh, _, c = q.shape
-    r_q = q.reshape(b, nh, h, w, c)
-    rel_h = torch.einsum("bnhwc,hkc->bnhwk", r_q, rh)  # [B, n, H, W, kH]
-    rel_w = torch.einsum("bnhwc,wkc->bnhwk", r_q, rw)  # [B, n, H, W, kW]
+    b, nh = q.shape[:2]
+    rel_h, rel_w = rel_pos_terms(q, rel_pos_h, rel_pos_w, size)  # [B, n, H, W, kH], [B, n, H, W, kW]
     if workspace is None:
         bias = rel_h[..., :, None] + rel_w[..., None, :]  # [B, n, H, W, kH, kW]
         return bias.reshape(b, nh, h * w, h * w)
@@ -224,14 +232,10 @@ class Attention(nn.Module):
         and no ``L x L`` bias is built. The logits land in the workspace, the softmax runs over them in place,
         and a second product takes the values.
         """
-        g, length, c = q.shape
+        g, length, _ = q.shape
         h, w = size
-        rh = get_rel_pos(h, h, self.rel_pos_h).to(q.dtype)
-        rw = get_rel_pos(w, w, self.rel_pos_w).to(q.dtype)
-        r_q = q.reshape(g, h, w, c)
-        rel_h = torch.einsum("nhwc,hkc->nhwk", r_q, rh).reshape(g, length, h)
-        rel_w = torch.einsum("nhwc,wkc->nhwk", r_q, rw).reshape(g, length, w)
-        q_aug = torch.cat([q * self.scale, rel_h, rel_w], dim=-1)
+        rel_h, rel_w = rel_pos_terms(q, self.rel_pos_h, self.rel_pos_w, size)
+        q_aug = torch.cat([q * self.scale, rel_h.reshape(g, length, h), rel_w.reshape(g, length, w)], dim=-1)
         k_aug = torch.cat([k, workspace.key_positions(size, q.dtype, q.device).expand(g, length, h + w)], dim=-1)
         logits = workspace.take((g, length, length), q.dtype, q.device)
         torch.bmm(q_aug, k_aug.transpose(1, 2), out=logits)
