@@ -947,6 +947,44 @@ def test_a_background_part_that_looks_like_the_object_is_not_taken_for_it(monkey
         VideoSettings(distractors=True)
 
 
+def test_an_object_whose_base_colour_is_the_background_is_found_by_its_own_colours(monkeypatch):
+    """core_colours: a square of green checks on olive, the olive being the background's colour: a colour cut
+    of it keeps only its green checks, whose histogram is 0.54 from the whole object's (above the search's
+    0.3 and 0.5), so without the setting neither the colour search nor the model's search takes it back;
+    with it, both compare with the annotated green checks alone and find it."""
+    from painter_seg.apps.video import ObjectTrack
+
+    olive, green = (120, 130, 40), (30, 160, 60)
+    before = np.zeros((40, 80, 3), np.uint8)
+    before[:] = olive
+    checks = (np.add.outer(np.arange(16) // 4, np.arange(16) // 4) % 2 == 0)
+    before[12:28, 4:20][checks] = green  # the object: 128 green, 128 olive pixels
+    obj = np.zeros((40, 80), bool)
+    obj[12:28, 4:20] = True
+    base = {"decode": "per_object", "flow": True, "model_weight": 0.15, "redetect_threshold": 0.35,
+            "redetect_appearance": 0.5, "redetect_colours": True, "colour_search": 0.3}
+    prop = VideoPropagator.__new__(VideoPropagator)
+    back = np.zeros_like(before)
+    back[:] = olive
+    back[12:28, 50:66][checks] = green  # the object, back elsewhere
+    model = np.zeros((40, 80), np.float32)
+    monkeypatch.setattr(prop, "_object_score", lambda t, f, p: model.copy())
+    for core in (False, True):
+        prop.settings = VideoSettings(**base, core_colours=core)
+        track = ObjectTrack(1, None, 256)
+        prop._set_colours(track, before, obj, ~obj)
+        assert (track.core_hist is not None) == core
+        for painted in (False, True):  # the model misses it (colour search) / paints it (model's search)
+            model[:] = 0.0
+            if painted:
+                model[12:28, 50:66] = 0.9
+            found = prop._fused_score(track, back, None) > 0.5
+            if core:
+                assert found.sum() == 128 and found[12:28, 50:66][checks].all()
+            else:
+                assert not found.any()
+
+
 def test_colour_ownership_reaches_a_part_seen_through_a_gap_of_the_holder():
     """reach: a green part (object 2's colours) that object 1's red tooth separates from object 2's own pixels
     goes to object 2 when the tooth is narrower than ``reach``; a green part farther away stays object 1's."""

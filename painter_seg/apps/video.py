@@ -142,6 +142,11 @@ class VideoSettings:
             ``redetect_area``) are its known distractors; a region a search finds (by the model or by colour) is
             rejected when its colour histogram is closer to one of them than to the object's. A background
             object of the same hue would otherwise be taken for the object once it left, and held after.
+        core_colours: per_object: a search's colour checks (``redetect_appearance``, ``colour_search``, the
+            distractors) compare a region cut to the object's colours with the histogram of the annotated
+            pixels that pass the same cut (``ObjectTrack.core_hist``) rather than of all of them: an object
+            whose base colour is the background's keeps only its own colours (stripes, spots) through the
+            cut, and their histogram is far from the whole object's.
     """
 
     decode: str = "joint"
@@ -169,6 +174,7 @@ class VideoSettings:
     colour_weight: float = 0.0
     ownership: float = 0.0
     distractors: bool = False
+    core_colours: bool = False
 
     def __post_init__(self) -> None:
         if self.decode not in ("joint", "per_object"):
@@ -259,6 +265,9 @@ class ObjectTrack:
             that annotation.
         distractors: histograms of the background parts of that annotation that look like the object
             (``VideoSettings.distractors``).
+        core_hist: the histogram of the annotated pixels that look like the object rather than the background
+            (:func:`object_likelihood` > 0.5): what a colour cut of the object keeps
+            (``VideoSettings.core_colours``).
     """
 
     oid: int
@@ -268,6 +277,7 @@ class ObjectTrack:
     hist: np.ndarray | None = None
     bg_hist: np.ndarray | None = None
     distractors: list[np.ndarray] = field(default_factory=list)
+    core_hist: np.ndarray | None = None
 
     @property
     def has_colours(self) -> bool:
@@ -277,6 +287,11 @@ class ObjectTrack:
     def likelihood(self, frame: np.ndarray, bins: np.ndarray | None = None) -> np.ndarray:
         """:func:`object_likelihood` of ``frame`` under this object's colours (``bins``: :func:`hs_bins`)."""
         return object_likelihood(frame, self.hist, self.bg_hist, bins)
+
+    def cut_hist(self, cut: bool = True) -> np.ndarray:
+        """The histogram a region found by a search is compared with: :attr:`core_hist` when the region was
+        cut to the object's colours (``cut``) and it is known, else :attr:`hist`."""
+        return self.core_hist if cut and self.core_hist is not None else self.hist
 
     def area_range(self, factor: float) -> tuple[float, float]:
         """The areas a found region may have: within ``factor`` of the annotated area, both ways."""
@@ -617,14 +632,23 @@ class VideoPropagator:
         for oid in np.unique(labels[labels > 0]):
             mask = labels == oid
             track = ObjectTrack(int(oid), self._object_prompt(frame, mask), int(mask.sum()),
-                                deque(maxlen=self.context_frames), colour_hist(frame, mask),
-                                colour_hist(frame, background))
-            if self.settings.distractors:
-                track.distractors = self._distractors(track, frame, background)
+                                deque(maxlen=self.context_frames))
+            self._set_colours(track, frame, mask, background)
             old = state.tracks.get(int(oid))
             if old is not None:
                 track.memory.extend(old.memory)
             state.tracks[int(oid)] = track
+
+    def _set_colours(self, track: ObjectTrack, frame: np.ndarray, mask: np.ndarray, background: np.ndarray
+                     ) -> None:
+        """A track's colours from an annotated frame: the object's and the background's histograms and, as the
+        settings ask, its distractors and the histogram of its own colours (``core_hist``)."""
+        track.hist, track.bg_hist = colour_hist(frame, mask), colour_hist(frame, background)
+        if self.settings.distractors:
+            track.distractors = self._distractors(track, frame, background)
+        if self.settings.core_colours:
+            core = mask & (track.likelihood(frame) > 0.5)
+            track.core_hist = colour_hist(frame, core) if core.any() else None
 
     def _distractors(self, track: ObjectTrack, frame: np.ndarray, background: np.ndarray) -> list[np.ndarray]:
         """Histograms of the connected background parts of an annotated frame that look like the object and
@@ -753,7 +777,7 @@ class VideoPropagator:
         ok = lo <= area <= hi
         if ok and (s.redetect_appearance < 1.0 or track.distractors) and track.hist is not None:
             found_hist = colour_hist(frame, found)
-            dist = cv2.compareHist(track.hist, found_hist, cv2.HISTCMP_BHATTACHARYYA)
+            dist = cv2.compareHist(track.cut_hist(s.redetect_colours), found_hist, cv2.HISTCMP_BHATTACHARYYA)
             ok = dist <= s.redetect_appearance and not track.like_a_distractor(found_hist, dist)
         if ok:
             return np.clip(score * (s.fg_threshold / s.redetect_threshold), 0.0, 1.0)
@@ -776,7 +800,7 @@ class VideoPropagator:
         for i in plausible + 1:
             part = lab == i
             part_hist = colour_hist(frame, part)
-            dist = cv2.compareHist(track.hist, part_hist, cv2.HISTCMP_BHATTACHARYYA)
+            dist = cv2.compareHist(track.cut_hist(), part_hist, cv2.HISTCMP_BHATTACHARYYA)
             if dist <= best_dist and not track.like_a_distractor(part_hist, dist):
                 best, best_dist = part, dist
         return best
