@@ -943,7 +943,7 @@ def test_a_background_part_that_looks_like_the_object_is_not_taken_for_it(monkey
     model[12:28, 36:52] = 0.9  # the model paints the object
     found = prop._fused_score(track, back, None) > 0.5
     assert found[12:28, 36:52].all() and found.sum() == 256
-    with pytest.raises(InputError, match="distractors need decode=per_object"):
+    with pytest.raises(InputError, match="distractors and core_colours need decode=per_object"):
         VideoSettings(distractors=True)
 
 
@@ -983,6 +983,8 @@ def test_an_object_whose_base_colour_is_the_background_is_found_by_its_own_colou
                 assert found.sum() == 128 and found[12:28, 50:66][checks].all()
             else:
                 assert not found.any()
+    with pytest.raises(InputError, match="core_colours need decode=per_object"):
+        VideoSettings(core_colours=True)
 
 
 def test_colour_ownership_reaches_a_part_seen_through_a_gap_of_the_holder():

@@ -200,8 +200,9 @@ class VideoSettings:
         if not 0.0 <= self.model_weight <= 1.0:
             raise InputError(f"video.model_weight={self.model_weight}: must be in [0, 1]")
         if self.decode == "joint" and (self.crop or self.flow or self.memory == "gated" or self.ownership
-                                       or self.distractors):
-            raise InputError("video: crop, flow, memory=gated, ownership and distractors need decode=per_object")
+                                       or self.distractors or self.core_colours):
+            raise InputError("video: crop, flow, memory=gated, ownership, distractors and core_colours need "
+                             "decode=per_object")
         if self.occlusion_colour and not self.occlusion:
             raise InputError("video.occlusion_colour refines the occlusion check: set video.occlusion=true")
         if 0.0 < self.model_weight < 1.0 and not self.flow:
