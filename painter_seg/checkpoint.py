@@ -30,6 +30,7 @@ from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
 from .errors import CheckpointError, InputError
+from .model.layers import resample_rel_pos
 from .io.files import ensure_output_dir
 
 LAYOUTS = ("original", "hf", "safetensors")
@@ -249,10 +250,45 @@ class LoadReport:
     num_tensors: int
     num_params: int
     metadata: dict[str, str] = field(default_factory=dict)
+    resampled: list[str] = field(default_factory=list)   # rel-pos tables fitted to the model's canvas
+    resampled_rows: tuple[int, ...] = ()                 # their row counts in the checkpoint
 
     def __str__(self) -> str:
-        return (f"loaded {self.num_tensors} tensors ({self.num_params:,} parameters, {self.layout} layout) "
+        text = (f"loaded {self.num_tensors} tensors ({self.num_params:,} parameters, {self.layout} layout) "
                 f"from {self.source}")
+        if self.resampled:
+            rows = "/".join(str(r) for r in sorted(set(self.resampled_rows)))
+            text += (f"; {len(self.resampled)} relative-position tables resampled from {rows} rows "
+                     f"(the model's canvas differs from the checkpoint's)")
+        return text
+
+
+_REL_POS_RE = re.compile(r"^blocks\.\d+\.attn\.rel_pos_[hw]$")
+
+
+def fit_rel_pos(model: nn.Module, state_dict: Mapping[str, torch.Tensor]
+                ) -> tuple[dict[str, torch.Tensor], list[str], list[int]]:
+    """Resample the checkpoint's relative-position tables to the model's canvas where only their length differs.
+
+    The weights of a ViT with decomposed relative positions do not depend on the canvas but for these tables
+    (``[2n - 1, C]`` for an ``n``-patch axis; the absolute table is interpolated at run time): a model built for
+    another canvas (``net.img_size``) loads any checkpoint of the same architecture this way. Any other shape
+    difference is left for the strict check to report.
+
+    Returns:
+        ``(state_dict, resampled keys, their row counts in the checkpoint)``.
+    """
+    own = model.state_dict()
+    out, keys, rows = dict(state_dict), [], []
+    for k, v in state_dict.items():
+        if not _REL_POS_RE.match(k) or k not in own or v.dim() != 2:
+            continue
+        want = own[k].shape
+        if v.shape[1] == want[1] and v.shape[0] != want[0]:
+            out[k] = resample_rel_pos(v, want[0])
+            keys.append(k)
+            rows.append(v.shape[0])
+    return out, keys, rows
 
 
 def check_state_dict(
@@ -299,6 +335,7 @@ def load_checkpoint(
         raise ValueError("assign=True needs strict=True (every parameter must come from the checkpoint)")
     sd, meta = read_state_dict(source)
     own = model.state_dict()
+    sd, resampled, rows = fit_rel_pos(model, sd)
     if strict:
         check_state_dict(model, sd, str(source), model_name)
     else:
@@ -306,7 +343,8 @@ def load_checkpoint(
     if assign:
         sd = {k: v.to(own[k].dtype).contiguous() for k, v in sd.items()}
     model.load_state_dict(sd, strict=strict, assign=assign)
-    return LoadReport(str(source), meta["layout"], len(sd), sum(v.numel() for v in sd.values()), meta)
+    return LoadReport(str(source), meta["layout"], len(sd), sum(v.numel() for v in sd.values()), meta,
+                      resampled, tuple(rows))
 
 
 # ---------------------------------------------------------------------------------------------- writing

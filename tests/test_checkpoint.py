@@ -163,3 +163,31 @@ def test_build_with_checkpoint_takes_the_loaded_tensors_cast_to_the_model_dtype(
     save_checkpoint(sd, tmp_path / "bad.safetensors")
     with pytest.raises(CheckpointMismatchError, match="missing"):
         build_model("seggpt_tiny", checkpoint=tmp_path / "bad.safetensors")
+
+
+def test_a_model_on_another_canvas_loads_the_checkpoint_with_its_rel_pos_tables_resampled(tiny_sd, tmp_path):
+    """Only the relative-position tables depend on the canvas: they are stretched linearly and reported."""
+    for k in [k for k in tiny_sd if k.endswith(("rel_pos_h", "rel_pos_w"))]:
+        n = tiny_sd[k].shape[0]                                         # h: 55 rows (28 patches), w: 27
+        tiny_sd[k] = (torch.arange(n, dtype=torch.float32) / (n - 1))[:, None].expand(-1, 64).clone()
+    path = save_checkpoint(tiny_sd, tmp_path / "w224.safetensors")
+    model = build_model("seggpt_tiny", pretrained=False, overrides=["net.img_size=[320,160]"])  # 10 patches
+    report = load_checkpoint(model, path)
+    assert str(report).endswith("; 12 relative-position tables resampled from 27/55 rows "
+                                "(the model's canvas differs from the checkpoint's)")
+    assert sorted(set(report.resampled_rows)) == [27, 55] and len(report.resampled) == 12  # 6 blocks
+    h, w = model.blocks[0].attn.rel_pos_h, model.blocks[0].attn.rel_pos_w
+    assert h.shape == (39, 64) and w.shape == (19, 64)
+    # a ramp over the offsets stays the same ramp, sampled at the new rows' centres (linear, align_corners=False
+    # as the official get_rel_pos): each offset keeps its fraction of the image
+    def centres(n_in, n_out):
+        return (((torch.arange(n_out) + 0.5) * n_in / n_out - 0.5) / (n_in - 1)).clamp(0, 1)
+    assert torch.allclose(w[:, 0], centres(27, 19), atol=1e-6)
+    assert torch.allclose(h[:, 5], centres(55, 39), atol=1e-6)
+    # the same canvas resamples nothing; any other shape difference is still a mis-shaped key
+    assert load_checkpoint(_fresh(), path).resampled == []
+    tiny_sd["blocks.0.attn.rel_pos_w"] = torch.zeros(27, 32)
+    save_checkpoint(tiny_sd, tmp_path / "bad.safetensors")
+    with pytest.raises(CheckpointMismatchError, match=r"1 mis-shaped \(blocks\.0\.attn\.rel_pos_w: checkpoint "
+                                                      r"\[27, 32\] vs model \[27, 64\]\)$"):
+        load_checkpoint(_fresh(), tmp_path / "bad.safetensors")

@@ -38,6 +38,18 @@ def validate_layer_indices(name: str, indices: Sequence[int], depth: int) -> lis
     return out
 
 
+def resample_rel_pos(rel_pos: torch.Tensor, length: int) -> torch.Tensor:
+    """A relative-position table ``[L, C]`` resampled linearly to ``[length, C]`` (a model on another canvas).
+
+    The table spans offsets ``-(n-1) .. n-1`` of an ``n``-patch axis; stretching it keeps an offset that is the same
+    fraction of the image on the same row, as the official model does for a query of another size.
+    """
+    if rel_pos.shape[0] == length:
+        return rel_pos
+    out = F.interpolate(rel_pos.float().T[None], size=length, mode="linear")[0].T
+    return out.to(rel_pos.dtype).contiguous()
+
+
 def get_rel_pos(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tensor:
     """Relative positional embeddings for every (query, key) pair along one axis.
 
@@ -51,9 +63,7 @@ def get_rel_pos(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tensor
     """
     max_rel_dist = 2 * max(q_size, k_size) - 1
     if rel_pos.shape[0] != max_rel_dist:
-        rel_pos = F.interpolate(
-            rel_pos.reshape(1, rel_pos.shape[0], -1).permute(0, 2, 1), size=max_rel_dist, mode="linear"
-        ).reshape(-1, max_rel_dist).permute(1, 0)
+        rel_pos = resample_rel_pos(rel_pos, max_rel_dist)
     q_coords = torch.arange(q_size, device=rel_pos.device)[:, None] * max(k_size / q_size, 1.0)
     k_coords = torch.arange(k_size, device=rel_pos.device)[None, :] * max(q_size / k_size, 1.0)
     relative = (q_coords - k_coords) + (k_size - 1) * max(q_size / k_size, 1.0)
