@@ -7,7 +7,9 @@ mean nothing; what is checked is what must hold for any model. The J&F of the sh
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import itertools
 import json
 import os
 import subprocess
@@ -1011,3 +1013,31 @@ def test_colour_ownership_reaches_a_part_seen_through_a_gap_of_the_holder():
     out = colour_ownership(labels, logp, 2.0, 3, reach=3)
     assert (out[near] == 2).all()
     assert (out[12:28, 14:20] == 1).all() and (out[10:30, 10:30] == 1).all()  # far part and the red stay 1's
+
+
+def test_video_canvas_runs_the_shared_weights_on_the_canvas_the_settings_name(small_model, lar_clip):
+    """``video.canvas``: the propagator paints on its own canvas with the model's own weight tensors, and its
+    masks equal those of a model built for that canvas."""
+    side = small_model.half_size[1] + 32
+    settings = dataclasses.replace(VideoSettings.for_model("default"), canvas=side)
+    prop = VideoPropagator(small_model, settings)
+    assert prop.half_size == (side, side) and small_model.half_size != (side, side)
+    assert prop.model.blocks[3].mlp.fc1.weight is small_model.blocks[3].mlp.fc1.weight
+    assert prop.model.blocks[3].attn.rel_pos_h.shape[0] == 2 * (2 * side // 16) - 1  # the canvas height
+    from painter_seg import build_model
+
+    built = build_model("default", overrides=[f"net.img_size=[{2 * side},{side}]"])
+    ref = VideoPropagator(built, dataclasses.replace(settings, canvas=0))
+    got, want = [], []
+    for p, out in ((prop, got), (ref, want)):
+        state = p.init(lar_clip["dir"])
+        p.add_mask(state, 0, lar_clip["labels"][0])
+        out += [lab for _, lab in itertools.islice(p.propagate(state), 4)]
+    # the twin resamples the fp32 tables, the loader the fp16 file's: the paint differs by ~1e-4
+    assert [int((g != w).sum()) for g, w in zip(got, want)] == [0, 0, 0, 0]
+    assert VideoPropagator(small_model, dataclasses.replace(settings, canvas=0)).model is small_model
+    with pytest.raises(InputError, match=r"^video\.canvas=100: img_size \(200, 100\) is not a multiple of "
+                                         r"patch_size 16$"):
+        VideoPropagator(small_model, dataclasses.replace(settings, canvas=100))
+    with pytest.raises(InputError, match=r"^video\.canvas=-1: must be 0"):
+        dataclasses.replace(settings, canvas=-1)

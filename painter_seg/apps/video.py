@@ -147,6 +147,9 @@ class VideoSettings:
             pixels that pass the same cut (``ObjectTrack.core_hist``) rather than of all of them: an object
             whose base colour is the background's keeps only its own colours (stripes, spots) through the
             cut, and their histogram is far from the whole object's.
+        canvas: the side in pixels of the model's half the propagator paints on (0: the model's own canvas). The
+            model then runs as :meth:`SegGPT.with_canvas`, sharing its weights: a model whose few-shot canvas is
+            larger can keep the canvas its video settings were measured on.
     """
 
     decode: str = "joint"
@@ -175,8 +178,11 @@ class VideoSettings:
     ownership: float = 0.0
     distractors: bool = False
     core_colours: bool = False
+    canvas: int = 0
 
     def __post_init__(self) -> None:
+        if self.canvas < 0:
+            raise InputError(f"video.canvas={self.canvas}: must be 0 (the model's canvas) or a half side in pixels")
         if self.decode not in ("joint", "per_object"):
             raise InputError(f"video.decode={self.decode!r}: expected joint or per_object")
         if self.memory not in ("fifo", "gated"):
@@ -556,10 +562,20 @@ class VideoPropagator:
         settings = settings if settings is not None else VideoSettings.for_model(model)
         overrides = {"context_frames": context_frames, "bg_threshold": bg_threshold}
         self.settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
-        self.model = model
+        self.model = self._on_canvas(model, self.settings.canvas)
         self.seg_type = SegType.parse(seg_type)
         self.precision = precision
-        self.strategy = build_strategy("feature_ensemble", model)
+        self.strategy = build_strategy("feature_ensemble", self.model)
+
+    @staticmethod
+    def _on_canvas(model: SegGPT, side: int) -> SegGPT:
+        """``model`` on a ``2 * side x side`` canvas (``VideoSettings.canvas``), its weights shared."""
+        if not side:
+            return model
+        try:
+            return model.with_canvas((2 * side, side))
+        except ValueError as e:
+            raise InputError(f"video.canvas={side}: {e}") from None
 
     @property
     def context_frames(self) -> int:

@@ -17,6 +17,7 @@ from .layers import (
     ENSEMBLE_PER_STREAM,
     BiasWorkspace,
     Block,
+    resample_rel_pos,
     validate_layer_indices,
 )
 
@@ -60,7 +61,13 @@ class SegGPT(nn.Module):
         use_rel_pos: bool = True,
         fused_attn: bool = True,
     ) -> None:
+        args = dict(img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim, depth=depth,
+                    num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, merge_index=merge_index,
+                    feature_layers=tuple(feature_layers), decoder_embed_dim=decoder_embed_dim,
+                    pretrain_img_size=pretrain_img_size, drop_path_rate=drop_path_rate, norm_eps=norm_eps,
+                    use_rel_pos=use_rel_pos, fused_attn=fused_attn)
         super().__init__()
+        self.init_args = args  # what with_canvas rebuilds from
         img_size = tuple(int(s) for s in img_size)
         if len(img_size) != 2 or img_size[0] != 2 * img_size[1]:
             raise ValueError(f"img_size must be (2*W, W) (prompt over query), got {img_size}")
@@ -158,6 +165,26 @@ class SegGPT(nn.Module):
     def no_weight_decay(self) -> set[str]:
         return {"pos_embed", "mask_token", "segment_token_x", "segment_token_y", "type_token_cls",
                 "type_token_ins"}
+
+    def with_canvas(self, img_size: Sequence[int]) -> SegGPT:
+        """The same network on another canvas ``(2 * W, W)``, sharing every weight with this one.
+
+        Only the relative-position tables depend on the canvas: the twin holds them resampled
+        (:func:`resample_rel_pos`); every other parameter is this model's own tensor, so the twin costs a few
+        kilobytes and always sees this model's weights. Returns ``self`` when the canvas is already this one.
+        """
+        img_size = tuple(int(s) for s in img_size)
+        if img_size == self.img_size:
+            return self
+        with torch.device("meta"):
+            twin = type(self)(**{**self.init_args, "img_size": img_size})
+        own = twin.state_dict()
+        with torch.no_grad():
+            state = {k: resample_rel_pos(v, own[k].shape[0]) if k.endswith(("rel_pos_h", "rel_pos_w")) else v
+                     for k, v in self.state_dict(keep_vars=True).items()}
+        twin.load_state_dict(state, strict=True, assign=True)
+        twin.config_name = getattr(self, "config_name", None)
+        return twin.train(self.training)
 
     # ------------------------------------------------------------------ pieces
     @property
