@@ -1032,9 +1032,9 @@ def test_video_canvas_runs_the_shared_weights_on_the_canvas_the_settings_name(sm
     for p, out in ((prop, got), (ref, want)):
         state = p.init(lar_clip["dir"])
         p.add_mask(state, 0, lar_clip["labels"][0])
-        out += [lab for _, lab in itertools.islice(p.propagate(state), 4)]
+        out += [lab for _, lab in itertools.islice(p.propagate(state), 2)]
     # the twin resamples the fp32 tables, the loader the fp16 file's: the paint differs by ~1e-4
-    assert [int((g != w).sum()) for g, w in zip(got, want)] == [0, 0, 0, 0]
+    assert [int((g != w).sum()) for g, w in zip(got, want)] == [0, 0]
     assert VideoPropagator(small_model, dataclasses.replace(settings, canvas=0)).model is small_model
     with pytest.raises(InputError, match=r"^video\.canvas=100: img_size \(200, 100\) is not a multiple of "
                                          r"patch_size 16$"):
