@@ -1,7 +1,8 @@
 """Edge-aware refinement of a painted mask: the class scores follow the query image's edges.
 
-A small model paints its half at a coarse patch grid (``painter_small``: 8 x 8 patches of 16 px over a
-128 x 128 half), so on a photograph each patch covers an eighth of the image side and the decoded mask is
+A small model paints its half at a coarse patch grid (``painter_small``: 12 x 12 patches of 16 px over a
+192 x 192 half; 8 x 8 over 128 x 128 until stage 8), so on a photograph each patch covers a twelfth of the image
+side and the decoded mask is
 blocky, its edges cutting across the object's. :class:`GuidedRefine` runs a colour guided filter (He, Sun and
 Tang, "Guided Image Filtering", TPAMI 2013) over the per-class scores of :func:`decode_paint_scores`, with the
 query image as the guide and a radius of about one patch: inside every window each class score becomes a
