@@ -30,8 +30,8 @@ from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
 from .errors import CheckpointError, InputError
-from .model.layers import resample_rel_pos
 from .io.files import ensure_output_dir
+from .model.layers import resample_rel_pos
 
 LAYOUTS = ("original", "hf", "safetensors")
 
