@@ -17,7 +17,6 @@ from .layers import (
     ENSEMBLE_PER_STREAM,
     BiasWorkspace,
     Block,
-    resample_rel_pos,
     validate_layer_indices,
 )
 
@@ -171,18 +170,18 @@ class SegGPT(nn.Module):
         """The same network on another canvas ``(2 * W, W)``, sharing every weight with this one.
 
         Only the relative-position tables depend on the canvas: the twin holds them resampled
-        (:func:`resample_rel_pos`); every other parameter is this model's own tensor, so the twin costs a few
-        kilobytes and always sees this model's weights. Returns ``self`` when the canvas is already this one.
+        (:func:`painter_seg.checkpoint.fit_rel_pos`); every other parameter is this model's own tensor, so the twin
+        costs a few kilobytes and always sees this model's weights. Returns ``self`` when the canvas is already this one.
         """
         img_size = tuple(int(s) for s in img_size)
         if img_size == self.img_size:
             return self
         with torch.device("meta"):
             twin = type(self)(**{**self.init_args, "img_size": img_size})
-        own = twin.state_dict()
+        # the one home of the table fitting; imported here because painter_seg.checkpoint imports this package
+        from ..checkpoint import fit_rel_pos
         with torch.no_grad():
-            state = {k: resample_rel_pos(v, own[k].shape[0]) if k.endswith(("rel_pos_h", "rel_pos_w")) else v
-                     for k, v in self.state_dict(keep_vars=True).items()}
+            state, _, _ = fit_rel_pos(twin, self.state_dict(keep_vars=True))
         twin.load_state_dict(state, strict=True, assign=True)
         twin.config_name = getattr(self, "config_name", None)
         return twin.train(self.training)
