@@ -881,6 +881,45 @@ def test_a_lost_object_seen_through_another_s_gaps_is_claimed_by_its_colours_onl
     assert claimed.sum() == 62                                          # where the window sees more red
 
 
+def test_foreign_colours_leave_a_comb_s_mask_for_the_object_in_its_gaps_even_a_lost_one():
+    """foreign_pixels: a red comb's mask has filled its gaps, where a purple bar behind it shows. Per pixel, the
+    purple is the bar's colour and never the comb's: within reach of the bar's own labelled pixels it goes to the
+    bar, out of reach (or with the bar lost, no pixel labelled) to background; the comb's red and the grey gap stay the
+    comb's. A colour the comb's annotation had, however little of it, stays; two objects of one look are not
+    rivals (colour_rivals), so nothing moves between them."""
+    from painter_seg.apps.video import colour_hist, colour_rivals, foreign_pixels, hs_bins
+
+    frame = np.full((40, 60, 3), 128, np.uint8)
+    frame[10:30, 10:40] = (200, 30, 30)      # the comb
+    frame[14:30, 16:20] = (150, 40, 220)     # a gap showing the purple bar
+    frame[14:30, 26:30] = (128, 128, 128)    # a gap showing background
+    frame[4:10, 16:20] = (150, 40, 220)      # the bar's end above the comb
+    comb, bar = np.zeros((40, 60), bool), np.zeros((40, 60), bool)
+    comb[10:30, 10:40], bar[4:10, 16:20] = True, True
+    hists = {1: colour_hist(frame, comb & (frame[..., 0] == 200)), 2: colour_hist(frame, bar)}
+    rivals = colour_rivals(hists)
+    assert rivals == {1: [2], 2: [1]}
+    bins = hs_bins(frame)
+    labels = np.where(comb, 1, 0) + np.where(bar, 2, 0)
+    out = foreign_pixels(labels, bins, hists, 20.0, 5, rivals)
+    assert (out[14:30, 16:20] == 2).all() and (out[bar] == 2).all()
+    assert (out[comb] == 1).sum() == comb.sum() - 64 and (out[14:30, 26:30] == 1).all()
+    lost = np.where(comb, 1, 0)              # the bar lost: its pixels in the gap go to background
+    out = foreign_pixels(lost, bins, hists, 20.0, 5, rivals)
+    assert (out[14:30, 16:20] == 0).all() and (out[comb] == 1).sum() == comb.sum() - 64
+    far = foreign_pixels(labels, bins, hists, 20.0, 0, rivals)  # the comb's rows 10-13 part the gap from the bar
+    assert (far[14:30, 16:20] == 0).all() and (far[bar] == 2).all()
+    seen = comb.copy()                       # a comb annotated with a few purple pixels: not foreign to it
+    seen[4:6, 16:18] = True
+    some = {1: colour_hist(frame, seen & (frame[..., 2] != 128)), 2: hists[2]}
+    assert colour_rivals(some) == rivals and foreign_pixels(labels, bins, some, 20.0, 5, rivals) is labels
+    twins = {1: hists[2], 2: hists[2]}       # one look: no rivals, the label map comes back as it is
+    assert colour_rivals(twins) == {1: [], 2: []}
+    assert foreign_pixels(labels, bins, twins, 20.0, 5, colour_rivals(twins)) is labels
+    with pytest.raises(InputError, match=r"video.foreign_colour=0.5: must be 0 \(off\) or a ratio > 1"):
+        VideoSettings(decode="per_object", foreign_colour=0.5)
+
+
 def test_ownership_in_the_propagator_returns_drifted_pixels_and_is_off_by_default(monkeypatch):
     """The per-object decoder with ``ownership``: object 1's prior (red, a quarter green checks) has drifted over 12 of
     object 2's (plain green) 20 columns; the decoded frame gives them back to 2 (but the two columns next to
@@ -903,6 +942,36 @@ def test_ownership_in_the_propagator_returns_drifted_pixels_and_is_off_by_defaul
     labels = prop._predict_objects(state, frame, priors)
     assert (labels[10:30, 32:50] == 2).all() and (labels[10:30, 10:30] == 1).all()
     assert (labels[truth == 0] == 0).all()
+
+
+def test_foreign_colour_in_the_propagator_keeps_a_lost_object_s_pixels_off_the_one_in_front(monkeypatch):
+    """The per-object decoder with ``foreign_colour``: object 2 (a green bar) is lost (no prior, the search finds
+    nothing) and shows through the gaps of object 1 (a red comb) whose prior covers them. Without the setting
+    (ownership on) id 1 is written on the bar: ownership cannot hand pixels to an object without any; with it
+    the bar's pixels are background and the comb keeps its red."""
+    from painter_seg.apps.video import ObjectTrack, VideoState, colour_hist
+
+    frame = np.full((40, 60, 3), 128, np.uint8)
+    frame[10:30, 10:40] = (200, 30, 30)
+    frame[14:30, 16:20] = (30, 200, 30)      # the bar behind the comb
+    annotated = np.full((40, 60, 3), 128, np.uint8)
+    annotated[5:15, 45:55], annotated[20:35, 2:12] = (30, 200, 30), (200, 30, 30)
+    masks = {1: np.zeros((40, 60), bool), 2: np.zeros((40, 60), bool)}
+    masks[1][20:35, 2:12], masks[2][5:15, 45:55] = True, True
+    state = VideoState(frames=None, size=(40, 60))
+    for oid in (1, 2):
+        state.tracks[oid] = ObjectTrack(oid, None, 150, hist=colour_hist(annotated, masks[oid]),
+                                        bg_hist=colour_hist(annotated, ~masks[1] & ~masks[2]))
+    priors = {1: np.zeros((40, 60), np.float32), 2: np.zeros((40, 60), np.float32)}
+    priors[1][10:30, 10:40] = 1.0
+    prop = VideoPropagator.__new__(VideoPropagator)
+    monkeypatch.setattr(prop, "_object_score", lambda t, f, p: np.zeros((40, 60), np.float32))
+    base = {"decode": "per_object", "flow": True, "model_weight": 0.15, "ownership": 2.0}
+    prop.settings = VideoSettings(**base)
+    assert (prop._predict_objects(state, frame, priors)[14:30, 16:20] == 1).all()
+    prop.settings = VideoSettings(**base, foreign_colour=20.0)
+    labels = prop._predict_objects(state, frame, priors)
+    assert (labels[14:30, 16:20] == 0).all() and (labels == 1).sum() == 600 - 64 and not (labels == 2).any()
 
 
 def test_a_background_part_that_looks_like_the_object_is_not_taken_for_it(monkeypatch):

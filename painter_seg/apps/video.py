@@ -30,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -137,6 +137,13 @@ class VideoSettings:
             object's expected pixels where they have its colours rather than that object's. The flow-carried
             masks of two touching objects drift across their boundary; the drifted pixels would otherwise keep
             the wrong id for good, and an id would ride on the other object after its own left.
+        foreign_colour: per_object: after ``ownership``, a pixel one object holds whose own colour (its
+            hue-saturation bin, not a window) its annotation never had, and another tracked object's holds at
+            least this x 1e-3 of, is taken from the holder (:func:`foreign_pixels`; 0: off): it goes to that object
+            when it is connected to within the ownership window of the object's pixels, else to background.
+            It also acts when that object is lost (a fast object that jumped onto another's warped mask, an
+            object seen through the gaps of another): the window-averaged ``ownership`` cannot give pixels to an
+            object without pixels, and a textured holder's window outvotes a thin flat object in its gaps.
         distractors: per_object: at each annotated frame, the parts of the background that look like an object
             (connected pixels likelier its colours than the background's, of an area a re-detection could have:
             ``redetect_area``) are its known distractors; a region a search finds (by the model or by colour) is
@@ -176,6 +183,7 @@ class VideoSettings:
     colour_search: float = 0.0
     colour_weight: float = 0.0
     ownership: float = 0.0
+    foreign_colour: float = 0.0
     distractors: bool = False
     core_colours: bool = False
     canvas: int = 0
@@ -199,6 +207,8 @@ class VideoSettings:
             raise InputError(f"video.colour_search={self.colour_search}: must be in [0, 1) (0: off)")
         if self.ownership != 0.0 and self.ownership <= 1.0:
             raise InputError(f"video.ownership={self.ownership}: must be 0 (off) or a ratio > 1")
+        if self.foreign_colour != 0.0 and self.foreign_colour <= 1.0:
+            raise InputError(f"video.foreign_colour={self.foreign_colour}: must be 0 (off) or a ratio > 1")
         if not 0.0 <= self.lost_colour < 1.0:
             raise InputError(f"video.lost_colour={self.lost_colour}: must be in [0, 1)")
         if not 0.0 < self.redetect_appearance <= 1.0:
@@ -206,9 +216,9 @@ class VideoSettings:
         if not 0.0 <= self.model_weight <= 1.0:
             raise InputError(f"video.model_weight={self.model_weight}: must be in [0, 1]")
         if self.decode == "joint" and (self.crop or self.flow or self.memory == "gated" or self.ownership
-                                       or self.distractors or self.core_colours):
-            raise InputError("video: crop, flow, memory=gated, ownership, distractors and core_colours need "
-                             "decode=per_object")
+                                       or self.foreign_colour or self.distractors or self.core_colours):
+            raise InputError("video: crop, flow, memory=gated, ownership, foreign_colour, distractors and "
+                             "core_colours need decode=per_object")
         if self.occlusion_colour and not self.occlusion:
             raise InputError("video.occlusion_colour refines the occlusion check: set video.occlusion=true")
         if 0.0 < self.model_weight < 1.0 and not self.flow:
@@ -218,7 +228,7 @@ class VideoSettings:
     def uses_colour(self) -> bool:
         """Whether a setting reads the objects' colours (:func:`object_likelihood`)."""
         return (self.colour_weight > 0 or self.lost_colour > 0 or self.redetect_colours or self.occlusion_colour
-                or self.colour_search > 0 or self.ownership > 0)
+                or self.colour_search > 0 or self.ownership > 0 or self.foreign_colour > 0)
 
     @classmethod
     def official(cls, context_frames: int = 8) -> VideoSettings:
@@ -313,6 +323,7 @@ class ObjectTrack:
 _HIST_BINS = (16, 8)  # hue, saturation
 MAX_DISTRACTORS = 8  # known distractors kept per object and annotation (the largest)
 OWNERSHIP_WINDOW = 0.2  # colour_ownership's window side, as a share of the smallest object's annotated side
+FOREIGN_MIN_DIST = 0.6  # foreign_pixels: objects this far apart in colour (Bhattacharyya) take pixels back
 
 
 def colour_hist(frame: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -337,6 +348,9 @@ def object_likelihood(frame: np.ndarray, fg_hist: np.ndarray, bg_hist: np.ndarra
     fg, bg = np.asarray(fg_hist, np.float32), np.asarray(bg_hist, np.float32)
     table = np.where(fg + bg > 0, fg / np.maximum(fg + bg, 1e-12), 0.5).astype(np.float32).reshape(-1)
     return table[hs_bins(frame) if bins is None else bins]
+
+
+_SATURATED = np.arange(_HIST_BINS[0] * _HIST_BINS[1]) % _HIST_BINS[1] >= 2  # bins of saturation >= 64 / 256
 
 
 def colour_logp(bins: np.ndarray, hists: Mapping[int, np.ndarray]) -> dict[int, np.ndarray]:
@@ -397,6 +411,59 @@ def colour_ownership(labels: np.ndarray, logp: Mapping[int, np.ndarray], ratio: 
             move = cand & touching[lab] & ~moved
             out[move], moved[move] = j, True
     return out
+
+
+def foreign_pixels(labels: np.ndarray, bins: np.ndarray, hists: Mapping[int, np.ndarray], ratio: float,
+                   reach: int, rivals: Mapping[int, Sequence[int]]) -> np.ndarray:
+    """Take from each object the pixels whose colour it never had and another object has.
+
+    A pixel labelled i whose hue-saturation bin (``bins``: :func:`hs_bins`) is empty in i's annotated histogram
+    (``hists``: :func:`colour_hist`) and holds at least ``ratio`` x 1e-3 of one of ``rivals[i]``'s is not i's:
+    it goes to the rival that has most of that colour when it is connected (8-connected, through such pixels)
+    to within ``reach`` pixels of that rival's labelled pixels (as :func:`colour_ownership`), else to background.
+    Per pixel, without a window: a thin object seen through another's gaps has too few pixels to win a window.
+    Only saturated colours count (the hue of a greyish pixel, such as an anti-aliased edge's, says little), and
+    only an empty bin: an object's own colours are often under-counted in its annotation (a stripe's
+    shade on a few pixels), and a mere likelihood ratio would cut holes in it. Rivals may be absent from
+    ``labels`` (lost objects): their colours still take pixels from the others. Only objects whose colours tell
+    them apart should be rivals (:func:`colour_rivals`).
+
+    Returns:
+        a new label map (``labels`` itself when nothing changes).
+    """
+    ids = [int(i) for i in np.unique(labels) if i in hists and rivals.get(int(i))]
+    out, floor = labels, ratio * 1e-3
+    kernel = np.ones((2 * reach + 1,) * 2, np.uint8) if reach > 0 else None
+    for i in ids:
+        never = (np.asarray(hists[i], np.float32).reshape(-1) <= 0) & _SATURATED
+        share = np.stack([np.asarray(hists[j], np.float32).reshape(-1) for j in rivals[i]])  # [R, bins]
+        owner = np.where(never & (share.max(axis=0) >= floor), share.argmax(axis=0), -1)[bins]
+        taken = (labels == i) & (owner >= 0)
+        if not taken.any():
+            continue
+        if out is labels:
+            out = labels.copy()
+        out[taken] = 0
+        for k, j in enumerate(rivals[i]):
+            near = labels == j
+            cand = taken & (owner == k)
+            if not near.any() or not cand.any():
+                continue
+            if kernel is not None:
+                near = cv2.dilate(near.astype(np.uint8), kernel) > 0
+            n, lab = cv2.connectedComponents((cand | near).astype(np.uint8), connectivity=8)
+            touching = np.zeros(n, bool)
+            touching[np.unique(lab[near])] = True
+            touching[0] = False
+            out[cand & touching[lab]] = j
+    return out
+
+
+def colour_rivals(hists: Mapping[int, np.ndarray], min_dist: float = FOREIGN_MIN_DIST) -> dict[int, list[int]]:
+    """Per object, the others whose annotated colour histograms (:func:`colour_hist`) are at least ``min_dist``
+    apart from its own (Bhattacharyya distance): the objects :func:`foreign_pixels` may take pixels for."""
+    return {i: [j for j in hists if j != i
+                and cv2.compareHist(hists[i], hists[j], cv2.HISTCMP_BHATTACHARYYA) >= min_dist] for i in hists}
 
 
 def largest_part(mask: np.ndarray) -> np.ndarray:
@@ -856,9 +923,12 @@ class VideoPropagator:
         best = scores.argmax(axis=0)
         table = np.asarray(ids, np.int64)
         labels = np.where(scores.max(axis=0) > s.fg_threshold, table[best], 0)
-        if logp is None:
-            return labels
-        return colour_ownership(labels, logp, s.ownership, window, looks, reach=window)
+        if logp is not None:
+            labels = colour_ownership(labels, logp, s.ownership, window, looks, reach=window)
+        if s.foreign_colour > 0 and len(coloured) >= 2:
+            hists = {o: state.tracks[o].hist for o in coloured}
+            labels = foreign_pixels(labels, bins, hists, s.foreign_colour, window, colour_rivals(hists))
+        return labels
 
     def _remember_objects(self, state: VideoState, idx: int, frame: np.ndarray, labels: np.ndarray,
                           priors: dict[int, np.ndarray]) -> None:
