@@ -901,23 +901,23 @@ def test_foreign_colours_leave_a_comb_s_mask_for_the_object_in_its_gaps_even_a_l
     assert rivals == {1: [2], 2: [1]}
     bins = hs_bins(frame)
     labels = np.where(comb, 1, 0) + np.where(bar, 2, 0)
-    out = foreign_pixels(labels, bins, hists, 20.0, 5, rivals)
+    out = foreign_pixels(labels, bins, hists, 0.02, 5, rivals)
     assert (out[14:30, 16:20] == 2).all() and (out[bar] == 2).all()
     assert (out[comb] == 1).sum() == comb.sum() - 64 and (out[14:30, 26:30] == 1).all()
     lost = np.where(comb, 1, 0)              # the bar lost: its pixels in the gap go to background
-    out = foreign_pixels(lost, bins, hists, 20.0, 5, rivals)
+    out = foreign_pixels(lost, bins, hists, 0.02, 5, rivals)
     assert (out[14:30, 16:20] == 0).all() and (out[comb] == 1).sum() == comb.sum() - 64
-    far = foreign_pixels(labels, bins, hists, 20.0, 0, rivals)  # the comb's rows 10-13 part the gap from the bar
+    far = foreign_pixels(labels, bins, hists, 0.02, 0, rivals)  # the comb's rows 10-13 part the gap from the bar
     assert (far[14:30, 16:20] == 0).all() and (far[bar] == 2).all()
     seen = comb.copy()                       # a comb annotated with a few purple pixels: not foreign to it
     seen[4:6, 16:18] = True
     some = {1: colour_hist(frame, seen & (frame[..., 2] != 128)), 2: hists[2]}
-    assert colour_rivals(some) == rivals and foreign_pixels(labels, bins, some, 20.0, 5, rivals) is labels
+    assert colour_rivals(some) == rivals and foreign_pixels(labels, bins, some, 0.02, 5, rivals) is labels
     twins = {1: hists[2], 2: hists[2]}       # one look: no rivals, the label map comes back as it is
     assert colour_rivals(twins) == {1: [], 2: []}
-    assert foreign_pixels(labels, bins, twins, 20.0, 5, colour_rivals(twins)) is labels
-    with pytest.raises(InputError, match=r"video.foreign_colour=0.5: must be 0 \(off\) or a ratio > 1"):
-        VideoSettings(decode="per_object", foreign_colour=0.5)
+    assert foreign_pixels(labels, bins, twins, 0.02, 5, colour_rivals(twins)) is labels
+    with pytest.raises(InputError, match=r"video.foreign_colour=20.0: must be in \[0, 1\) \(a share; 0: off\)"):
+        VideoSettings(decode="per_object", foreign_colour=20.0)
 
 
 def test_ownership_in_the_propagator_returns_drifted_pixels_and_is_off_by_default(monkeypatch):
@@ -969,7 +969,7 @@ def test_foreign_colour_in_the_propagator_keeps_a_lost_object_s_pixels_off_the_o
     base = {"decode": "per_object", "flow": True, "model_weight": 0.15, "ownership": 2.0}
     prop.settings = VideoSettings(**base)
     assert (prop._predict_objects(state, frame, priors)[14:30, 16:20] == 1).all()
-    prop.settings = VideoSettings(**base, foreign_colour=20.0)
+    prop.settings = VideoSettings(**base, foreign_colour=0.02)
     labels = prop._predict_objects(state, frame, priors)
     assert (labels[14:30, 16:20] == 0).all() and (labels == 1).sum() == 600 - 64 and not (labels == 2).any()
 

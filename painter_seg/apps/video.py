@@ -138,9 +138,10 @@ class VideoSettings:
             masks of two touching objects drift across their boundary; the drifted pixels would otherwise keep
             the wrong id for good, and an id would ride on the other object after its own left.
         foreign_colour: per_object: after ``ownership``, a pixel one object holds whose own colour (its
-            hue-saturation bin, not a window) its annotation never had, and another tracked object's holds at
-            least this x 1e-3 of, is taken from the holder (:func:`foreign_pixels`; 0: off): it goes to that object
-            when it is connected to within the ownership window of the object's pixels, else to background.
+            hue-saturation bin, not a window) its annotation never had, and which makes up at least this share of
+            another tracked object's annotation, is taken from the holder (:func:`foreign_pixels`; 0: off): it
+            goes to that object when it is connected to within the ownership window of the object's pixels, else
+            to background.
             It also acts when that object is lost (a fast object that jumped onto another's warped mask, an
             object seen through the gaps of another): the window-averaged ``ownership`` cannot give pixels to an
             object without pixels, and a textured holder's window outvotes a thin flat object in its gaps.
@@ -207,8 +208,8 @@ class VideoSettings:
             raise InputError(f"video.colour_search={self.colour_search}: must be in [0, 1) (0: off)")
         if self.ownership != 0.0 and self.ownership <= 1.0:
             raise InputError(f"video.ownership={self.ownership}: must be 0 (off) or a ratio > 1")
-        if self.foreign_colour != 0.0 and self.foreign_colour <= 1.0:
-            raise InputError(f"video.foreign_colour={self.foreign_colour}: must be 0 (off) or a ratio > 1")
+        if not 0.0 <= self.foreign_colour < 1.0:
+            raise InputError(f"video.foreign_colour={self.foreign_colour}: must be in [0, 1) (a share; 0: off)")
         if not 0.0 <= self.lost_colour < 1.0:
             raise InputError(f"video.lost_colour={self.lost_colour}: must be in [0, 1)")
         if not 0.0 < self.redetect_appearance <= 1.0:
@@ -321,6 +322,7 @@ class ObjectTrack:
 
 
 _HIST_BINS = (16, 8)  # hue, saturation
+_SATURATED = np.arange(_HIST_BINS[0] * _HIST_BINS[1]) % _HIST_BINS[1] >= 2  # bins of saturation >= 64 / 256
 MAX_DISTRACTORS = 8  # known distractors kept per object and annotation (the largest)
 OWNERSHIP_WINDOW = 0.2  # colour_ownership's window side, as a share of the smallest object's annotated side
 FOREIGN_MIN_DIST = 0.6  # foreign_pixels: objects this far apart in colour (Bhattacharyya) take pixels back
@@ -348,9 +350,6 @@ def object_likelihood(frame: np.ndarray, fg_hist: np.ndarray, bg_hist: np.ndarra
     fg, bg = np.asarray(fg_hist, np.float32), np.asarray(bg_hist, np.float32)
     table = np.where(fg + bg > 0, fg / np.maximum(fg + bg, 1e-12), 0.5).astype(np.float32).reshape(-1)
     return table[hs_bins(frame) if bins is None else bins]
-
-
-_SATURATED = np.arange(_HIST_BINS[0] * _HIST_BINS[1]) % _HIST_BINS[1] >= 2  # bins of saturation >= 64 / 256
 
 
 def colour_logp(bins: np.ndarray, hists: Mapping[int, np.ndarray]) -> dict[int, np.ndarray]:
@@ -413,12 +412,12 @@ def colour_ownership(labels: np.ndarray, logp: Mapping[int, np.ndarray], ratio: 
     return out
 
 
-def foreign_pixels(labels: np.ndarray, bins: np.ndarray, hists: Mapping[int, np.ndarray], ratio: float,
+def foreign_pixels(labels: np.ndarray, bins: np.ndarray, hists: Mapping[int, np.ndarray], min_share: float,
                    reach: int, rivals: Mapping[int, Sequence[int]]) -> np.ndarray:
     """Take from each object the pixels whose colour it never had and another object has.
 
     A pixel labelled i whose hue-saturation bin (``bins``: :func:`hs_bins`) is empty in i's annotated histogram
-    (``hists``: :func:`colour_hist`) and holds at least ``ratio`` x 1e-3 of one of ``rivals[i]``'s is not i's:
+    (``hists``: :func:`colour_hist`) and holds at least ``min_share`` of one of ``rivals[i]``'s is not i's:
     it goes to the rival that has most of that colour when it is connected (8-connected, through such pixels)
     to within ``reach`` pixels of that rival's labelled pixels (as :func:`colour_ownership`), else to background.
     Per pixel, without a window: a thin object seen through another's gaps has too few pixels to win a window.
@@ -432,12 +431,12 @@ def foreign_pixels(labels: np.ndarray, bins: np.ndarray, hists: Mapping[int, np.
         a new label map (``labels`` itself when nothing changes).
     """
     ids = [int(i) for i in np.unique(labels) if i in hists and rivals.get(int(i))]
-    out, floor = labels, ratio * 1e-3
+    out = labels
     kernel = np.ones((2 * reach + 1,) * 2, np.uint8) if reach > 0 else None
     for i in ids:
         never = (np.asarray(hists[i], np.float32).reshape(-1) <= 0) & _SATURATED
         share = np.stack([np.asarray(hists[j], np.float32).reshape(-1) for j in rivals[i]])  # [R, bins]
-        owner = np.where(never & (share.max(axis=0) >= floor), share.argmax(axis=0), -1)[bins]
+        owner = np.where(never & (share.max(axis=0) >= min_share), share.argmax(axis=0), -1)[bins]
         taken = (labels == i) & (owner >= 0)
         if not taken.any():
             continue
