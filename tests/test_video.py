@@ -737,13 +737,20 @@ def test_the_search_cuts_its_coarse_blob_to_the_object_colours(monkeypatch):
     assert found[12:28, 36:52].all() and found.sum() == 256  # exactly the object
 
 
+def _blind_propagator(monkeypatch, size: tuple[int, int]) -> VideoPropagator:
+    """A propagator without a model whose every model pass paints nothing (``size``: the frames' ``(H, W)``):
+    what the colour and prior rules do alone. The test sets its ``settings``."""
+    prop = VideoPropagator.__new__(VideoPropagator)
+    monkeypatch.setattr(prop, "_object_score", lambda t, f, p: np.zeros(size, np.float32))
+    return prop
+
+
 def test_colour_search_finds_the_object_the_model_misses_by_its_colours_alone(monkeypatch):
     """colour_search: the model's full-frame search paints nothing; the object is found by its colours (a
     plausible area, a histogram within the distance), never a speck of its colour, nor pixels of another object."""
     frame, track = _two_colour_scene()
     frame[2:5, 2:5] = (200, 30, 30)  # a 9 px speck of the object's colour: implausible area
-    prop = VideoPropagator.__new__(VideoPropagator)
-    monkeypatch.setattr(prop, "_object_score", lambda t, f, p: np.zeros((40, 60), np.float32))
+    prop = _blind_propagator(monkeypatch, (40, 60))
     base = {"decode": "per_object", "flow": True, "model_weight": 0.15, "redetect_threshold": 0.35,
             "redetect_appearance": 0.5, "redetect_colours": True}
     prop.settings = VideoSettings(**base)
@@ -798,8 +805,7 @@ def test_colour_weight_trims_the_warp_s_soft_edge_off_background_but_never_adds_
     prior[12:28, 36:52] = 1.0
     prior[12:28, 52:56] = 0.62          # the warp's soft edge, on blue
     prior[12:28, 32:36] = 1.0           # fully held, on blue
-    prop = VideoPropagator.__new__(VideoPropagator)
-    monkeypatch.setattr(prop, "_object_score", lambda t, f, p: np.zeros((40, 60), np.float32))
+    prop = _blind_propagator(monkeypatch, (40, 60))
     base = {"decode": "per_object", "flow": True, "model_weight": 0.15, "gate": 2.0}
     prop.settings = VideoSettings(**base)
     plain = prop._fused_score(track, frame, prior) > 0.5
@@ -933,8 +939,7 @@ def test_ownership_in_the_propagator_returns_drifted_pixels_and_is_off_by_defaul
                                         bg_hist=colour_hist(frame, truth == 0))
     priors = {1: np.zeros((40, 80), np.float32), 2: np.zeros((40, 80), np.float32)}
     priors[1][10:30, 10:42], priors[2][10:30, 42:50] = 1.0, 1.0
-    prop = VideoPropagator.__new__(VideoPropagator)
-    monkeypatch.setattr(prop, "_object_score", lambda t, f, p: np.zeros((40, 80), np.float32))
+    prop = _blind_propagator(monkeypatch, (40, 80))
     base = {"decode": "per_object", "flow": True, "model_weight": 0.15, "colour_weight": 0.3}
     prop.settings = VideoSettings(**base)
     assert (prop._predict_objects(state, frame, priors)[10:30, 30:42] == 1).all()
@@ -964,8 +969,7 @@ def test_foreign_colour_in_the_propagator_keeps_a_lost_object_s_pixels_off_the_o
                                         bg_hist=colour_hist(annotated, ~masks[1] & ~masks[2]))
     priors = {1: np.zeros((40, 60), np.float32), 2: np.zeros((40, 60), np.float32)}
     priors[1][10:30, 10:40] = 1.0
-    prop = VideoPropagator.__new__(VideoPropagator)
-    monkeypatch.setattr(prop, "_object_score", lambda t, f, p: np.zeros((40, 60), np.float32))
+    prop = _blind_propagator(monkeypatch, (40, 60))
     base = {"decode": "per_object", "flow": True, "model_weight": 0.15, "ownership": 2.0}
     prop.settings = VideoSettings(**base)
     assert (prop._predict_objects(state, frame, priors)[14:30, 16:20] == 1).all()

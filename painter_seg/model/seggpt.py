@@ -60,12 +60,8 @@ class SegGPT(nn.Module):
         use_rel_pos: bool = True,
         fused_attn: bool = True,
     ) -> None:
-        args = {"img_size": img_size, "patch_size": patch_size, "in_chans": in_chans, "embed_dim": embed_dim,
-                "depth": depth, "num_heads": num_heads, "mlp_ratio": mlp_ratio, "qkv_bias": qkv_bias,
-                "merge_index": merge_index, "feature_layers": tuple(feature_layers),
-                "decoder_embed_dim": decoder_embed_dim, "pretrain_img_size": pretrain_img_size,
-                "drop_path_rate": drop_path_rate, "norm_eps": norm_eps, "use_rel_pos": use_rel_pos,
-                "fused_attn": fused_attn}
+        args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}  # the arguments, as given
+        args["feature_layers"] = tuple(feature_layers)
         super().__init__()
         self.init_args = args  # what with_canvas rebuilds from
         img_size = tuple(int(s) for s in img_size)
