@@ -978,6 +978,44 @@ def test_foreign_colour_in_the_propagator_keeps_a_lost_object_s_pixels_off_the_o
     assert (labels[14:30, 16:20] == 0).all() and (labels == 1).sum() == 600 - 64 and not (labels == 2).any()
 
 
+def test_foreign_tones_hand_back_a_flat_bright_object_under_a_dark_striped_one_of_the_same_hue(monkeypatch):
+    """``foreign_tones``: a flat bright violet object (1) and a violet object striped darker (2) share every
+    hue-saturation bin, so neither ``ownership`` nor the hue-saturation foreign rule can part them, and object
+    2's prior, drifted over 6 of object 1's 10 columns, keeps them. Split by brightness (8 tones) the bright
+    violet is a colour object 2 never had: those columns leave object 2 for background (brightness alone never
+    hands pixels to another object), object 2 keeps all of its own."""
+    from painter_seg.apps.video import ObjectTrack, VideoState, colour_hist, colour_rivals, hs_bins
+
+    violet = np.array([170, 90, 220])
+    frame = np.full((40, 60, 3), 128, np.uint8)
+    frame[10:30, 10:20] = violet                                   # object 1: flat, bright (value 220)
+    frame[10:30, 20:40] = (violet * 0.68).astype(np.uint8)         # object 2: the same violet, darker (150) ...
+    frame[10:30:4, 20:40] = frame[11:30:4, 20:40] = (violet * 0.41).astype(np.uint8)  # ... striped darker (90)
+    bins, toned = hs_bins(frame), hs_bins(frame, 8)
+    assert len(np.unique(bins[10:30, 10:40])) == 1 and len(np.unique(toned[10:30, 10:40])) == 3
+    masks = {1: np.zeros((40, 60), bool), 2: np.zeros((40, 60), bool)}
+    masks[1][10:30, 10:20], masks[2][10:30, 20:40] = True, True
+    state = VideoState(frames=None, size=(40, 60))
+    for oid in (1, 2):
+        state.tracks[oid] = ObjectTrack(oid, None, 150, hist=colour_hist(frame, masks[oid]),
+                                        bg_hist=colour_hist(frame, ~masks[1] & ~masks[2]),
+                                        tone_hist=colour_hist(frame, masks[oid], 8))
+    assert colour_rivals({o: t.hist for o, t in state.tracks.items()}) == {1: [], 2: []}
+    assert colour_rivals({o: t.tone_hist for o, t in state.tracks.items()}) == {1: [2], 2: [1]}
+    priors = {1: np.zeros((40, 60), np.float32), 2: np.zeros((40, 60), np.float32)}
+    priors[1][10:30, 10:14], priors[2][10:30, 14:40] = 1.0, 1.0  # object 2's mask drifted over columns 14-19
+    prop = _blind_propagator(monkeypatch, (40, 60))
+    base = {"decode": "per_object", "flow": True, "model_weight": 0.15, "ownership": 2.0, "foreign_colour": 0.02}
+    prop.settings = VideoSettings(**base)
+    assert (prop._predict_objects(state, frame, priors)[10:30, 14:20] == 2).all()
+    prop.settings = VideoSettings(**base, foreign_tones=8)
+    labels = prop._predict_objects(state, frame, priors)
+    assert (labels[10:30, 14:20] == 0).all() and (labels[10:30, 10:14] == 1).all()
+    assert (labels[masks[2]] == 2).all() and (labels > 0).sum() == 80 + 400
+    with pytest.raises(InputError, match=r"video.foreign_tones=3: must divide 256 \(1: hue and saturation only\)"):
+        VideoSettings(decode="per_object", foreign_tones=3)
+
+
 def test_a_background_part_that_looks_like_the_object_is_not_taken_for_it(monkeypatch):
     """distractors: a red square in the annotated frame's background looks like a red-and-pink object; once
     the object left, neither the model's search nor the colour search takes the square for it; the object

@@ -145,6 +145,12 @@ class VideoSettings:
             It also acts when that object is lost (a fast object that jumped onto another's warped mask, an
             object seen through the gaps of another): the window-averaged ``ownership`` cannot give pixels to an
             object without pixels, and a textured holder's window outvotes a thin flat object in its gaps.
+        foreign_tones: with ``foreign_colour``, the rule runs a second time on histograms that split each
+            hue-saturation bin into this many brightness bins (``ObjectTrack.tone_hist``; 1: off): two objects
+            of one hue and saturation, one flat and bright, one striped darker, are rivals only by brightness,
+            and the bright one's pixels under the dark one's drifted mask leave it. They go to background, never
+            to the other object: a histogram split 8 times more finely has empty bins by chance, and pixels
+            handed over on that evidence kept a departed object's ghost alive.
         distractors: per_object: at each annotated frame, the parts of the background that look like an object
             (connected pixels likelier its colours than the background's, of an area a re-detection could have:
             ``redetect_area``) are its known distractors; a region a search finds (by the model or by colour) is
@@ -185,6 +191,7 @@ class VideoSettings:
     colour_weight: float = 0.0
     ownership: float = 0.0
     foreign_colour: float = 0.0
+    foreign_tones: int = 1
     distractors: bool = False
     core_colours: bool = False
     canvas: int = 0
@@ -210,6 +217,8 @@ class VideoSettings:
             raise InputError(f"video.ownership={self.ownership}: must be 0 (off) or a ratio > 1")
         if not 0.0 <= self.foreign_colour < 1.0:
             raise InputError(f"video.foreign_colour={self.foreign_colour}: must be in [0, 1) (a share; 0: off)")
+        if self.foreign_tones < 1 or 256 % self.foreign_tones:
+            raise InputError(f"video.foreign_tones={self.foreign_tones}: must divide 256 (1: hue and saturation only)")
         if not 0.0 <= self.lost_colour < 1.0:
             raise InputError(f"video.lost_colour={self.lost_colour}: must be in [0, 1)")
         if not 0.0 < self.redetect_appearance <= 1.0:
@@ -286,6 +295,8 @@ class ObjectTrack:
         core_hist: the histogram of the annotated pixels that look like the object rather than the background
             (:func:`object_likelihood` > 0.5): what a colour cut of the object keeps
             (``VideoSettings.core_colours``).
+        tone_hist: the object's histogram in hue, saturation and brightness (``VideoSettings.foreign_tones``
+            brightness bins): what :func:`foreign_pixels` compares when it tells colours apart by tone too.
     """
 
     oid: int
@@ -296,6 +307,7 @@ class ObjectTrack:
     bg_hist: np.ndarray | None = None
     distractors: list[np.ndarray] = field(default_factory=list)
     core_hist: np.ndarray | None = None
+    tone_hist: np.ndarray | None = None
 
     @property
     def has_colours(self) -> bool:
@@ -328,18 +340,26 @@ OWNERSHIP_WINDOW = 0.2  # colour_ownership's window side, as a share of the smal
 FOREIGN_MIN_DIST = 0.6  # foreign_pixels: objects this far apart in colour (Bhattacharyya) take pixels back
 
 
-def colour_hist(frame: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Normalised hue-saturation histogram (16 x 8) of ``frame``'s pixels under ``mask``."""
+def colour_hist(frame: np.ndarray, mask: np.ndarray, tones: int = 1) -> np.ndarray:
+    """Normalised hue-saturation histogram (16 x 8) of ``frame``'s pixels under ``mask``; with ``tones`` > 1
+    each hue-saturation bin is split into that many brightness (value) bins (16 x 8 x tones)."""
     hsv = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2HSV)
-    h = cv2.calcHist([hsv], [0, 1], mask.astype(np.uint8), list(_HIST_BINS), [0, 180, 0, 256])
+    if tones == 1:
+        h = cv2.calcHist([hsv], [0, 1], mask.astype(np.uint8), list(_HIST_BINS), [0, 180, 0, 256])
+    else:
+        h = cv2.calcHist([hsv], [0, 1, 2], mask.astype(np.uint8), [*_HIST_BINS, tones], [0, 180, 0, 256, 0, 256])
     return cv2.normalize(h, None, 1.0, 0.0, cv2.NORM_L1)
 
 
-def hs_bins(frame: np.ndarray) -> np.ndarray:
-    """``[H, W]`` int32: each pixel's hue-saturation bin of :func:`colour_hist` (row-major over 16 x 8)."""
+def hs_bins(frame: np.ndarray, tones: int = 1) -> np.ndarray:
+    """``[H, W]`` int32: each pixel's bin of :func:`colour_hist` with as many ``tones`` (row-major over
+    16 x 8, or 16 x 8 x tones)."""
     hsv = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2HSV)
     hb = np.minimum((hsv[..., 0].astype(np.int32) * _HIST_BINS[0]) // 180, _HIST_BINS[0] - 1)
-    return hb * _HIST_BINS[1] + (hsv[..., 1].astype(np.int32) * _HIST_BINS[1]) // 256
+    bins = hb * _HIST_BINS[1] + (hsv[..., 1].astype(np.int32) * _HIST_BINS[1]) // 256
+    if tones == 1:
+        return bins
+    return bins * tones + (hsv[..., 2].astype(np.int32) * tones) // 256
 
 
 def object_likelihood(frame: np.ndarray, fg_hist: np.ndarray, bg_hist: np.ndarray,
@@ -413,13 +433,14 @@ def colour_ownership(labels: np.ndarray, logp: Mapping[int, np.ndarray], ratio: 
 
 
 def foreign_pixels(labels: np.ndarray, bins: np.ndarray, hists: Mapping[int, np.ndarray], min_share: float,
-                   reach: int, rivals: Mapping[int, Sequence[int]]) -> np.ndarray:
+                   reach: int, rivals: Mapping[int, Sequence[int]], give: bool = True) -> np.ndarray:
     """Take from each object the pixels whose colour it never had and another object has.
 
     A pixel labelled i whose hue-saturation bin (``bins``: :func:`hs_bins`) is empty in i's annotated histogram
     (``hists``: :func:`colour_hist`) and holds at least ``min_share`` of one of ``rivals[i]``'s is not i's:
     it goes to the rival that has most of that colour when it is connected (8-connected, through such pixels)
-    to within ``reach`` pixels of that rival's labelled pixels (as :func:`colour_ownership`), else to background.
+    to within ``reach`` pixels of that rival's labelled pixels (as :func:`colour_ownership`) and ``give`` is
+    set, else to background.
     Per pixel, without a window: a thin object seen through another's gaps has too few pixels to win a window.
     Only saturated colours count (the hue of a greyish pixel, such as an anti-aliased edge's, says little), and
     only an empty bin: an object's own colours are often under-counted in its annotation (a stripe's
@@ -434,7 +455,8 @@ def foreign_pixels(labels: np.ndarray, bins: np.ndarray, hists: Mapping[int, np.
     out = labels
     kernel = np.ones((2 * reach + 1,) * 2, np.uint8) if reach > 0 else None
     for i in ids:
-        never = (np.asarray(hists[i], np.float32).reshape(-1) <= 0) & _SATURATED
+        never = np.asarray(hists[i], np.float32).reshape(-1) <= 0
+        never &= np.repeat(_SATURATED, never.size // _SATURATED.size)
         share = np.stack([np.asarray(hists[j], np.float32).reshape(-1) for j in rivals[i]])  # [R, bins]
         owner = np.where(never & (share.max(axis=0) >= min_share), share.argmax(axis=0), -1)[bins]
         taken = (labels == i) & (owner >= 0)
@@ -443,7 +465,7 @@ def foreign_pixels(labels: np.ndarray, bins: np.ndarray, hists: Mapping[int, np.
         if out is labels:
             out = labels.copy()
         out[taken] = 0
-        for k, j in enumerate(rivals[i]):
+        for k, j in enumerate(rivals[i] if give else ()):
             near = labels == j
             cand = taken & (owner == k)
             if not near.any() or not cand.any():
@@ -732,6 +754,8 @@ class VideoPropagator:
         if self.settings.core_colours:
             core = mask & (track.likelihood(frame) > 0.5)
             track.core_hist = colour_hist(frame, core) if core.any() else None
+        if self.settings.foreign_tones > 1:
+            track.tone_hist = colour_hist(frame, mask, self.settings.foreign_tones)
 
     def _distractors(self, track: ObjectTrack, frame: np.ndarray, background: np.ndarray) -> list[np.ndarray]:
         """Histograms of the connected background parts of an annotated frame that look like the object and
@@ -927,6 +951,10 @@ class VideoPropagator:
         if s.foreign_colour > 0 and len(coloured) >= 2:
             hists = {o: state.tracks[o].hist for o in coloured}
             labels = foreign_pixels(labels, bins, hists, s.foreign_colour, window, colour_rivals(hists))
+            if s.foreign_tones > 1:  # again, telling colours apart by brightness too
+                hists = {o: state.tracks[o].tone_hist for o in coloured}
+                labels = foreign_pixels(labels, hs_bins(frame, s.foreign_tones), hists, s.foreign_colour, window,
+                                        colour_rivals(hists), give=False)
         return labels
 
     def _remember_objects(self, state: VideoState, idx: int, frame: np.ndarray, labels: np.ndarray,
