@@ -503,6 +503,18 @@ def test_resume_from_written_frames_is_exact(lar_clip, small_model, per_object_r
     assert all(np.array_equal(a, b) for a, b in zip(per_object_run, resumed))
 
 
+
+def test_resume_with_the_shipped_video_block_is_exact(lar_clip, small_model):
+    """The same with every rule of the shipped model's video block on (colour model, ownership, foreign colours
+    and tones, distractors): what they keep is rebuilt from the annotated frames and the frames read back."""
+    settings = VideoSettings.for_model("default")
+    assert settings.foreign_colour > 0 and settings.foreign_tones > 1 and settings.ownership > 0
+    full = _run(VideoPropagator(small_model, settings), lar_clip["dir"], {0: lar_clip["labels"][0]})
+    resumed = _run(VideoPropagator(small_model, settings), lar_clip["dir"], {0: lar_clip["labels"][0]},
+                   known={i: full[i] for i in range(1, 6)})
+    assert len(full) == 12 and all(np.array_equal(a, b) for a, b in zip(full, resumed))
+
+
 # ------------------------------------------------------------------------- priors and edge refinement
 
 
