@@ -1025,7 +1025,9 @@ def test_foreign_tones_hand_back_a_flat_bright_object_under_a_dark_striped_one_o
     assert (labels[10:30, 14:20] == 0).all() and (labels[10:30, 10:14] == 1).all()
     assert (labels[masks[2]] == 2).all() and (labels > 0).sum() == 80 + 400
     with pytest.raises(InputError, match=r"video.foreign_tones=3: must divide 256 \(1: hue and saturation only\)"):
-        VideoSettings(decode="per_object", foreign_tones=3)
+        VideoSettings(decode="per_object", foreign_colour=0.02, foreign_tones=3)
+    with pytest.raises(InputError, match="video.foreign_tones refines the foreign-colour rule: set video.foreign_colour"):
+        VideoSettings(decode="per_object", foreign_tones=8)
 
 
 def test_a_background_part_that_looks_like_the_object_is_not_taken_for_it(monkeypatch):

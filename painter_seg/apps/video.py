@@ -229,6 +229,8 @@ class VideoSettings:
                                        or self.foreign_colour or self.distractors or self.core_colours):
             raise InputError("video: crop, flow, memory=gated, ownership, foreign_colour, distractors and "
                              "core_colours need decode=per_object")
+        if self.foreign_tones > 1 and not self.foreign_colour:
+            raise InputError("video.foreign_tones refines the foreign-colour rule: set video.foreign_colour")
         if self.occlusion_colour and not self.occlusion:
             raise InputError("video.occlusion_colour refines the occlusion check: set video.occlusion=true")
         if 0.0 < self.model_weight < 1.0 and not self.flow:
