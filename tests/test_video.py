@@ -757,6 +757,20 @@ def _blind_propagator(monkeypatch, size: tuple[int, int]) -> VideoPropagator:
     return prop
 
 
+def _annotated_state(annotated: np.ndarray, masks: dict[int, np.ndarray], area: int, tones: int = 1):
+    """A per-object state whose tracks hold the colours of ``masks`` in the ``annotated`` frame (background: the
+    pixels of no mask), with the brightness-split histograms too when ``tones`` > 1; no prompts."""
+    from painter_seg.apps.video import ObjectTrack, VideoState, colour_hist
+
+    state = VideoState(frames=None, size=annotated.shape[:2])
+    background = ~np.logical_or.reduce(list(masks.values()))
+    for oid, mask in masks.items():
+        state.tracks[oid] = ObjectTrack(oid, None, area, hist=colour_hist(annotated, mask),
+                                        bg_hist=colour_hist(annotated, background),
+                                        tone_hist=colour_hist(annotated, mask, tones) if tones > 1 else None)
+    return state
+
+
 def test_colour_search_finds_the_object_the_model_misses_by_its_colours_alone(monkeypatch):
     """colour_search: the model's full-frame search paints nothing; the object is found by its colours (a
     plausible area, a histogram within the distance), never a speck of its colour, nor pixels of another object."""
@@ -942,13 +956,8 @@ def test_ownership_in_the_propagator_returns_drifted_pixels_and_is_off_by_defaul
     """The per-object decoder with ``ownership``: object 1's prior (red, a quarter green checks) has drifted over 12 of
     object 2's (plain green) 20 columns; the decoded frame gives them back to 2 (but the two columns next to
     object 1, whose window still sees its red), with the setting off they stay 1's."""
-    from painter_seg.apps.video import ObjectTrack, VideoState, colour_hist
-
     frame, truth = _checks_beside_green()
-    state = VideoState(frames=None, size=(40, 80))
-    for oid in (1, 2):
-        state.tracks[oid] = ObjectTrack(oid, None, 400, hist=colour_hist(frame, truth == oid),
-                                        bg_hist=colour_hist(frame, truth == 0))
+    state = _annotated_state(frame, {1: truth == 1, 2: truth == 2}, 400)
     priors = {1: np.zeros((40, 80), np.float32), 2: np.zeros((40, 80), np.float32)}
     priors[1][10:30, 10:42], priors[2][10:30, 42:50] = 1.0, 1.0
     prop = _blind_propagator(monkeypatch, (40, 80))
@@ -966,8 +975,6 @@ def test_foreign_colour_in_the_propagator_keeps_a_lost_object_s_pixels_off_the_o
     nothing) and shows through the gaps of object 1 (a red comb) whose prior covers them. Without the setting
     (ownership on) id 1 is written on the bar: ownership cannot hand pixels to an object without any; with it
     the bar's pixels are background and the comb keeps its red."""
-    from painter_seg.apps.video import ObjectTrack, VideoState, colour_hist
-
     frame = np.full((40, 60, 3), 128, np.uint8)
     frame[10:30, 10:40] = (200, 30, 30)
     frame[14:30, 16:20] = (30, 200, 30)      # the bar behind the comb
@@ -975,10 +982,7 @@ def test_foreign_colour_in_the_propagator_keeps_a_lost_object_s_pixels_off_the_o
     annotated[5:15, 45:55], annotated[20:35, 2:12] = (30, 200, 30), (200, 30, 30)
     masks = {1: np.zeros((40, 60), bool), 2: np.zeros((40, 60), bool)}
     masks[1][20:35, 2:12], masks[2][5:15, 45:55] = True, True
-    state = VideoState(frames=None, size=(40, 60))
-    for oid in (1, 2):
-        state.tracks[oid] = ObjectTrack(oid, None, 150, hist=colour_hist(annotated, masks[oid]),
-                                        bg_hist=colour_hist(annotated, ~masks[1] & ~masks[2]))
+    state = _annotated_state(annotated, masks, 150)
     priors = {1: np.zeros((40, 60), np.float32), 2: np.zeros((40, 60), np.float32)}
     priors[1][10:30, 10:40] = 1.0
     prop = _blind_propagator(monkeypatch, (40, 60))
@@ -996,7 +1000,7 @@ def test_foreign_tones_hand_back_a_flat_bright_object_under_a_dark_striped_one_o
     2's prior, drifted over 6 of object 1's 10 columns, keeps them. Split by brightness (8 tones) the bright
     violet is a colour object 2 never had: those columns leave object 2 for background (brightness alone never
     hands pixels to another object), object 2 keeps all of its own."""
-    from painter_seg.apps.video import ObjectTrack, VideoState, colour_hist, colour_rivals, hs_bins
+    from painter_seg.apps.video import colour_rivals, hs_bins
 
     violet = np.array([170, 90, 220])
     frame = np.full((40, 60, 3), 128, np.uint8)
@@ -1007,11 +1011,7 @@ def test_foreign_tones_hand_back_a_flat_bright_object_under_a_dark_striped_one_o
     assert len(np.unique(bins[10:30, 10:40])) == 1 and len(np.unique(toned[10:30, 10:40])) == 3
     masks = {1: np.zeros((40, 60), bool), 2: np.zeros((40, 60), bool)}
     masks[1][10:30, 10:20], masks[2][10:30, 20:40] = True, True
-    state = VideoState(frames=None, size=(40, 60))
-    for oid in (1, 2):
-        state.tracks[oid] = ObjectTrack(oid, None, 150, hist=colour_hist(frame, masks[oid]),
-                                        bg_hist=colour_hist(frame, ~masks[1] & ~masks[2]),
-                                        tone_hist=colour_hist(frame, masks[oid], 8))
+    state = _annotated_state(frame, masks, 150, tones=8)
     assert colour_rivals({o: t.hist for o, t in state.tracks.items()}) == {1: [], 2: []}
     assert colour_rivals({o: t.tone_hist for o, t in state.tracks.items()}) == {1: [2], 2: [1]}
     priors = {1: np.zeros((40, 60), np.float32), 2: np.zeros((40, 60), np.float32)}

@@ -438,8 +438,8 @@ def foreign_pixels(labels: np.ndarray, bins: np.ndarray, hists: Mapping[int, np.
                    reach: int, rivals: Mapping[int, Sequence[int]], give: bool = True) -> np.ndarray:
     """Take from each object the pixels whose colour it never had and another object has.
 
-    A pixel labelled i whose hue-saturation bin (``bins``: :func:`hs_bins`) is empty in i's annotated histogram
-    (``hists``: :func:`colour_hist`) and holds at least ``min_share`` of one of ``rivals[i]``'s is not i's:
+    A pixel labelled i whose colour bin (``bins``: :func:`hs_bins`, with as many tones as ``hists``) is empty in
+    i's annotated histogram (``hists``: :func:`colour_hist`) and holds at least ``min_share`` of one of ``rivals[i]``'s is not i's:
     it goes to the rival that has most of that colour when it is connected (8-connected, through such pixels)
     to within ``reach`` pixels of that rival's labelled pixels (as :func:`colour_ownership`) and ``give`` is
     set, else to background.
