@@ -10,7 +10,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from .checkpoint import load_checkpoint
+from .codec.palette import PALETTES
 from .config import load_group
+from .errors import InputError
 from .model import SegGPT
 
 log = logging.getLogger(__name__)
@@ -37,9 +39,13 @@ def build_model(
         strict: strict key/shape check when loading (see :func:`painter_seg.checkpoint.load_checkpoint`).
 
     Returns:
-        The model, ``model.eval()``, with ``model.config_name`` set.
+        The model, ``model.eval()``, with ``model.config_name`` and ``model.palette`` (the config's ``palette``,
+        default ``seggpt``) set.
     """
     cfg = load_group("model", name, overrides) if isinstance(name, str) else name
+    palette = str(cfg.get("palette") or "seggpt")
+    if palette not in PALETTES:
+        raise InputError(f"model {cfg.get('name')}: palette={palette!r}, expected one of {', '.join(PALETTES)}")
     log.info("Instantiating model <%s> (%s)", cfg.net._target_, cfg.name)
     source = checkpoint if checkpoint is not None else (cfg.get("checkpoint") if pretrained else None)
     if source and strict:
@@ -53,4 +59,5 @@ def build_model(
         if source:
             log.info("%s", load_checkpoint(model, source, strict=strict, model_name=str(cfg.name)))
     model.config_name = str(cfg.name)
+    model.palette = palette
     return model.to(device).eval()

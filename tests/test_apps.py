@@ -8,6 +8,9 @@ import pytest
 from PIL import Image
 
 from painter_seg.apps.few_shot import FewShotSegmenter
+from painter_seg.build import build_model
+from painter_seg.codec import build_palette, denormalize_tensor, distinct_palette
+from painter_seg.errors import InputError
 from painter_seg.apps.video import VideoPropagator
 from painter_seg.data.synthetic import generate_clip, generate_episode
 from tests.conftest import REPO, run_cli
@@ -39,6 +42,31 @@ def test_predictor_outputs_target_size_and_prompt_ids(tiny_model):
         assert out.scores.min() >= 0 and out.scores.max() <= 1
     with pytest.raises(RuntimeError, match="set_prompts"):
         FewShotSegmenter(tiny_model).predict(q)
+
+
+def test_prompt_masks_are_painted_in_the_model_palette(tiny_model):
+    ep = generate_episode(1, kind="multi_instance", size=(64, 64))
+    (img, lab) = ep.prompts[0]
+    lab = np.where(lab > 0, lab + 2, 0)
+    ids = np.unique(lab[lab > 0])
+    assert len(ids) >= 2
+    for palette, colours in (("auto", build_palette(len(ids))), ("seggpt", build_palette(len(ids))),
+                             ("distinct", distinct_palette(len(ids)))):
+        seg = FewShotSegmenter(tiny_model, palette=palette)  # tiny_model's own palette: the reference's
+        seg.set_prompts([img], [lab])
+        assert seg.colors == {int(i): tuple(int(c) for c in colours[k + 1]) for k, i in enumerate(ids)}
+        painted = denormalize_tensor(seg.strategy.prompts.masks)[0].permute(1, 2, 0).numpy()
+        shown = np.unique(np.rint(painted * 255).reshape(-1, 3), axis=0)
+        assert {tuple(c) for c in shown.astype(int).tolist()} == {tuple(c) for c in colours.tolist()}
+    shipped = build_model("default")
+    assert shipped.palette == "distinct" and shipped.with_canvas((256, 128)).palette == "distinct"
+    seg = FewShotSegmenter(shipped)
+    seg.set_prompts([img], [lab])
+    assert list(seg.colors.values())[:2] == [(255, 255, 0), (0, 255, 255)]
+    with pytest.raises(InputError, match=r"^palette=vivid: expected auto or one of seggpt, distinct$"):
+        FewShotSegmenter(tiny_model, palette="vivid")
+    with pytest.raises(InputError, match=r"^model default: palette='vivid', expected one of seggpt, distinct$"):
+        build_model("default", overrides=["palette=vivid"])
 
 
 def test_box_prompt_becomes_mask(tiny_model):

@@ -19,9 +19,11 @@ from painter_seg.codec import (
     decode_paint_scores,
     denormalize,
     denormalize_tensor,
+    distinct_palette,
     expand_labels,
     labels_to_colors,
     make_canvases,
+    make_palette,
     normalize,
     normalize_tensor,
     paint_from_output,
@@ -38,6 +40,7 @@ from painter_seg.codec import (
     to_model_tensor,
     untile_grid,
 )
+from painter_seg.errors import InputError
 
 
 # ----------------------------------------------------------------------------------------- palette
@@ -92,6 +95,21 @@ def _min_pairwise(pal: np.ndarray) -> float:
     d = np.sqrt(((p[:, None] - p[None]) ** 2).sum(-1))
     d[np.diag_indices(len(p))] = np.inf
     return float(d.min())
+
+
+def test_distinct_palette_is_bright_and_far_apart():
+    assert distinct_palette(0).tolist() == [[0, 0, 0]]
+    assert distinct_palette(1).tolist() == [[0, 0, 0], [255, 255, 255]]  # one label: white, as SegGPT's
+    assert distinct_palette(3).tolist() == [[0, 0, 0], [255, 255, 0], [0, 255, 255], [255, 0, 255]]
+    pal = distinct_palette(7).astype(float)
+    d = np.sqrt(((pal[:, None] - pal[None]) ** 2).sum(-1))[np.triu_indices(8, 1)]
+    assert d.min() == 255.0  # SegGPT's 2-label palette: white and (255, 255, 127), 128 apart
+    assert np.sqrt(((build_palette(2)[1:].astype(float) - [255, 255, 255]) ** 2).sum(-1)).max() == 128.0
+    assert np.array_equal(distinct_palette(8), build_palette(8))  # more labels: the grid
+    assert np.array_equal(make_palette("seggpt", 4), build_palette(4))
+    assert np.array_equal(make_palette("distinct", 4), distinct_palette(4))
+    with pytest.raises(InputError, match=r"^palette='vivid': expected one of seggpt, distinct$"):
+        make_palette("vivid", 2)
 
 
 def test_random_palette_deterministic_and_distinct():

@@ -104,6 +104,13 @@ def test_prompt_learns_and_summary(tuned, views):
     assert torch.equal(p.image, init) == (s["best_step"] == 0)  # the best validated prompt is returned
 
 
+def test_a_prompt_is_tuned_in_the_model_palette(views):
+    model = _small_model(1)
+    model.palette = "distinct"  # as build_model sets it from the config (the shipped model's)
+    prompt = PromptTuner(model, TuneConfig(steps=1, batch_size=2)).fit(views[:3], progress=False)
+    assert prompt.palette.tolist() == [[0, 0, 0], [255, 255, 0], [0, 255, 255]]
+
+
 def test_init_pair_replaces_the_indexed_training_pair(model, views):
     ids, palette = [5, 6], np.array([[0, 0, 0], [255, 255, 255], [255, 255, 127]], np.uint8)
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..codec.canvas import images_to_tensor, labels_to_tensor, paint_to_labels, resize_labels
-from ..codec.palette import build_palette, labels_to_compact
+from ..codec.palette import PALETTES, labels_to_compact, make_palette
 from ..codec.refine import GuidedRefine, resolve_refine
 from ..codec.seg_type import SegType
 from ..errors import InputError
@@ -109,6 +109,9 @@ class FewShotSegmenter:
         refine: ``auto`` (default: the edge-aware refinement of :mod:`painter_seg.codec.refine` for models
             with a coarse patch grid, such as the shipped one; none for ViT-L, whose decode is the
             reference's), ``guided``, ``none``, or :class:`~painter_seg.codec.GuidedRefine` settings.
+        palette: the colours prompt masks are painted in: ``auto`` (default: the model's own, ``model.palette``
+            from its config: ``distinct`` for the shipped model, the reference's ``seggpt`` for ViT-L) or a key
+            of :data:`~painter_seg.codec.palette.PALETTES`.
     """
 
     def __init__(
@@ -122,6 +125,7 @@ class FewShotSegmenter:
         resize_masks: bool = False,
         compile: bool = False,
         refine: str | GuidedRefine | None = "auto",
+        palette: str = "auto",
     ) -> None:
         self.model = model
         runner = maybe_compile(model, compile)  # the model itself when compile is False
@@ -145,6 +149,9 @@ class FewShotSegmenter:
         self.resize_masks = resize_masks
         self.grid = model.half_grid
         self.refine = resolve_refine(refine, self.grid)
+        self.palette_name = getattr(model, "palette", "seggpt") if palette == "auto" else palette
+        if self.palette_name not in PALETTES:
+            raise InputError(f"palette={palette}: expected auto or one of {', '.join(PALETTES)}")
         self.reset()
 
     # ------------------------------------------------------------------ prompts
@@ -194,7 +201,7 @@ class FewShotSegmenter:
         imgs, labels = self._read_pairs(images, masks, boxes, scribbles, names)
         all_ids = np.unique(np.concatenate([np.unique(lab) for lab in labels]))
         self.ids = all_ids[all_ids > 0]
-        self.palette = build_palette(len(self.ids))
+        self.palette = make_palette(self.palette_name, len(self.ids))
         self.strategy.set_prompts(*self._encode(imgs, labels), self.seg_type)
 
     def set_tuned_prompt(

@@ -29,14 +29,17 @@ from .canvas import (
     untile_grid,
 )
 from .palette import (
+    PALETTES,
     build_palette,
     colors_to_labels,
     compact_labels,
     decode_paint,
     decode_paint_scores,
+    distinct_palette,
     expand_labels,
     labels_to_colors,
     labels_to_compact,
+    make_palette,
     palette_sigma,
     random_palette,
 )
@@ -46,6 +49,7 @@ from .seg_type import SegType
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "PALETTES",
     "REFINE_CHOICES",
     "GuidedRefine",
     "SegType",
@@ -57,6 +61,7 @@ __all__ = [
     "decode_paint_scores",
     "denormalize",
     "denormalize_tensor",
+    "distinct_palette",
     "expand_labels",
     "guided_filter",
     "images_to_tensor",
@@ -64,6 +69,7 @@ __all__ = [
     "labels_to_compact",
     "labels_to_tensor",
     "make_canvases",
+    "make_palette",
     "normalize",
     "normalize_tensor",
     "paint_from_half",

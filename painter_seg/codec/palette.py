@@ -5,6 +5,9 @@ query's mask in the same colours. This module owns that colour code and nothing 
 
 - :func:`build_palette`: the fixed palette of the HF ``SegGptImageProcessor`` / Painter (a grid of
   colours, 0 = black).
+- :func:`distinct_palette`: bright colours far apart (yellow, cyan, magenta, ...) for models that
+  paint coarsely, such as the shipped one; :func:`make_palette` picks a palette by name
+  (``PALETTES``).
 - :func:`random_palette`: random, well-separated colours (training-style random colouring).
 - :func:`labels_to_colors` / :func:`colors_to_labels`: exact, invertible maps between ``[H, W]``
   ids and colours.
@@ -21,6 +24,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+
+from ..errors import InputError
 
 # Pixels per chunk x palette size the decoder works on at once (about 1 MiB: stays in cache).
 _DECODE_CHUNK_ELEMS = 1 << 18
@@ -52,6 +57,41 @@ def build_palette(num_labels: int) -> np.ndarray:
     out[1:, 1] = 255 - ((loc % base**2) // base) * margin
     out[1:, 2] = 255 - (loc % base) * margin
     return out.astype(np.uint8)
+
+
+# The colours of distinct_palette for 2..7 labels, in order: the three secondaries first (pairwise 360 apart and
+# 360 from black), then white and the primaries. Chosen on generated multi-instance / multi-class episodes of
+# a development seed (docs/training "Palette").
+_DISTINCT = np.array([[255, 255, 0], [0, 255, 255], [255, 0, 255], [255, 255, 255],
+                      [255, 0, 0], [0, 255, 0], [0, 0, 255]], dtype=np.uint8)
+
+
+def distinct_palette(num_labels: int) -> np.ndarray:
+    """Bright, well-separated colours for K labels: what a small model paints and decodes best.
+
+    One label is white (as :func:`build_palette`); 2..7 labels take yellow, cyan, magenta, white, red,
+    green, blue in that order (at least 255 apart); more labels fall back to :func:`build_palette`.
+    The SegGPT palette gives 2 labels white and light yellow, 128 apart in one channel: a coarse painting
+    between them decodes to the wrong instance.
+
+    Returns:
+        ``[K + 1, 3]`` uint8 RGB; row 0 black.
+    """
+    if num_labels < 0:
+        raise ValueError(f"num_labels must be >= 0, got {num_labels}")
+    if num_labels <= 1 or num_labels > len(_DISTINCT):
+        return build_palette(num_labels)
+    return np.concatenate([np.zeros((1, 3), np.uint8), _DISTINCT[:num_labels]])
+
+
+PALETTES = {"seggpt": build_palette, "distinct": distinct_palette}
+
+
+def make_palette(name: str, num_labels: int) -> np.ndarray:
+    """The ``[K + 1, 3]`` palette ``name`` (a key of ``PALETTES``) for K labels."""
+    if name not in PALETTES:
+        raise InputError(f"palette={name!r}: expected one of {', '.join(PALETTES)}")
+    return PALETTES[name](num_labels)
 
 
 def random_palette(num_labels: int, rng: np.random.Generator, min_dist: float = 60.0) -> np.ndarray:

@@ -39,7 +39,14 @@ class SegGPT(nn.Module):
             (unused) class slot, resampled bicubically to the canvas grid at run time.
         drop_path_rate: stochastic depth, linear from 0 over the blocks (training only).
         fused_attn: use ``scaled_dot_product_attention`` (True) or the explicit softmax path (False).
+
+    Attributes set by :func:`painter_seg.build.build_model` from the model config (not weights):
+        config_name: the config's name.
+        palette: the colours its prompt masks are painted in (a key of
+            :data:`painter_seg.codec.palette.PALETTES`; ``seggpt``, the reference's, unless the config says).
     """
+
+    palette: str = "seggpt"
 
     def __init__(
         self,
@@ -180,6 +187,7 @@ class SegGPT(nn.Module):
             state, _, _ = fit_rel_pos(twin, self.state_dict(keep_vars=True))
         twin.load_state_dict(state, strict=True, assign=True)
         twin.config_name = getattr(self, "config_name", None)
+        twin.palette = self.palette
         return twin.train(self.training)
 
     # ------------------------------------------------------------------ pieces

@@ -35,7 +35,7 @@ class TunedPrompt:
         image: ``[3, h, w]`` float32 prompt image, ImageNet-normalised (h, w = the prompt half).
         mask: ``[3, h, w]`` float32 prompt mask, same space; class ``k`` taught in ``palette[k]``.
         palette: ``[C + 1, 3]`` uint8 RGB, row 0 black (background), row k the colour of class k
-            (:func:`painter_seg.codec.palette.build_palette`).
+            (:func:`painter_seg.codec.palette.make_palette` with the model's palette).
         class_ids: the C label ids the classes had in the training masks (and get in predictions).
         class_names: C names, in ``class_ids`` order.
         seg_type: :class:`~painter_seg.codec.SegType` (any spelling :meth:`SegType.parse` takes).

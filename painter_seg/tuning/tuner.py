@@ -4,8 +4,8 @@ The model is frozen; the only trainable tensors are a prompt image and a prompt 
 model's prompt-half size. They are learned from labelled images of one scene or one fixed set of
 classes with the training loss of SegGPT (masked smooth-L1 on the query half), then used like an
 example pair (``build_strategy("tuned", model, prompt)``). Several classes are taught at once:
-class k of the masks is painted in colour k of the fixed palette
-(:func:`~painter_seg.codec.palette.build_palette`).
+class k of the masks is painted in colour k of the model's palette
+(``model.palette``: :func:`~painter_seg.codec.palette.make_palette`).
 
     tuner = PromptTuner(model, TuneConfig(steps=300, init="mean"))
     prompt = tuner.fit(pairs)            # [(uint8 RGB [H, W, 3], int ids [H, W]), ...]
@@ -37,7 +37,7 @@ from ..codec.canvas import (
     resize_labels,
     rgb01_to_tensor,
 )
-from ..codec.palette import build_palette, labels_to_colors, labels_to_compact
+from ..codec.palette import labels_to_colors, labels_to_compact, make_palette
 from ..codec.refine import GuidedRefine, resolve_refine
 from ..codec.seg_type import SegType
 from ..data.in_context import InContextRecipe, augment_view
@@ -452,7 +452,7 @@ class PromptTuner:
         pairs = _checked_pairs(pairs)
         pairs, val_pairs = self._split_validation(pairs, val_pairs)
         ids, names = _classes(pairs, class_ids, class_names, self.config.ignore_index)
-        palette = build_palette(len(ids))
+        palette = make_palette(getattr(self.model, "palette", "seggpt"), len(ids))
         pairs, init_pair = self._shrunk(pairs, init_pair)
         snapshot = self._initial_snapshot(pairs, ids, names, palette, seg_type, init_pair)
         precision = resolve_precision(self.config.precision, self.device)
