@@ -8,11 +8,11 @@ import pytest
 from PIL import Image
 
 from painter_seg.apps.few_shot import FewShotSegmenter
+from painter_seg.apps.video import VideoPropagator
 from painter_seg.build import build_model
 from painter_seg.codec import build_palette, denormalize_tensor, distinct_palette
-from painter_seg.errors import InputError
-from painter_seg.apps.video import VideoPropagator
 from painter_seg.data.synthetic import generate_clip, generate_episode
+from painter_seg.errors import InputError
 from tests.conftest import REPO, run_cli
 
 

@@ -100,8 +100,8 @@ def test_wheel_away_from_repo_runs_the_defaults_and_generated_images(unpacked_wh
     assert default.returncode == 0, default.stderr
     summary = json.loads((tmp_path / "default_out" / "summary.json").read_text())
     assert summary["num_ok"] == 2 and summary["checkpoint"].startswith("pkg://painter_seg/weights/")
-    # the README's Quick start: IoU 0.881 (the duck's shadow taken in) and 0.971 measured with stage 8
-    for name, least in (("duck_toy_00", 0.85), ("duck_toy_01", 0.95)):
+    # the README's Quick start: IoU 0.821 (the duck's shadow taken in) and 0.965 measured with stage 10
+    for name, least in (("duck_toy_00", 0.80), ("duck_toy_01", 0.95)):
         pred = np.asarray(Image.open(tmp_path / "default_out" / f"{name}_mask.png")) > 0
         gt = np.asarray(Image.open(unpacked_wheel / "painter_seg/examples/few_shot" / f"{name}_gt.png")) == 1
         assert (pred & gt).sum() / (pred | gt).sum() > least, name
