@@ -150,6 +150,21 @@ def test_semantic_foreground_is_the_family(kind: str) -> None:
         assert np.all(lab[objmap < 0] == 0)
 
 
+@pytest.mark.parametrize("kind", ["semantic", "multiclass"])
+def test_shared_look_leaves_only_the_shape(kind: str) -> None:
+    shared = SyntheticConfig(shared_look_p=1.0)
+    for s in SEEDS:
+        ep = generate_episode(s, kind, cfg=shared)
+        for objs in (ep.meta["prompt_objects"][0], ep.meta["query_objects"]):
+            looks = {(o["texture"], tuple(o["color"])) for o in objs if o["role"] != "clutter"}
+            assert len(looks) == 1, looks  # one look for every object: the family is the only cue
+        mixed = generate_episode(s, kind)  # the default draws a look per object
+        assert len({(o["texture"], tuple(o["color"])) for o in mixed.meta["query_objects"]
+                    if o["role"] != "clutter"}) > 1
+    with pytest.raises(ValueError, match=r"^shared_look_p must be in \[0, 1\], got 1.5$"):
+        generate_episode(0, kind, cfg=SyntheticConfig(shared_look_p=1.5))
+
+
 def test_color_and_texture_concepts() -> None:
     for s in SEEDS:
         ep = generate_episode(s, "color")

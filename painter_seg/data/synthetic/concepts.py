@@ -47,13 +47,17 @@ def _concept_semantic(rng: np.random.Generator, cfg: SyntheticConfig, multi: boo
     def scene(r: np.random.Generator) -> list[Proto]:
         protos: list[Proto] = []
         per_class = 2 if multi else cfg.max_targets
+        # drawn only when enabled, so that scenes of the default config stay what they were
+        shared = random_look(r, cfg) if cfg.shared_look_p > 0 and r.random() < cfg.shared_look_p else None
         for cls, fam in enumerate(targets, 1):
             for _ in range(int(r.integers(1, per_class + 1))):
-                protos.append(make_proto(r, fam, random_look(r, cfg), cls, "target"))
+                protos.append(make_proto(r, fam, shared or random_look(r, cfg), cls, "target"))
         n_dis = max(1, _n_objects(r, cfg) - len(protos))
         for j in range(n_dis):
             fam = pick(r, pool) if r.random() < 0.75 else pick(r, others)
-            if j == 0 and r.random() < cfg.hard_negative_prob:
+            if shared is not None:
+                look = shared  # one look for all: the family is the only cue
+            elif j == 0 and r.random() < cfg.hard_negative_prob:
                 look = protos[int(r.integers(len(protos)))].look  # same appearance, other family
             else:
                 look = random_look(r, cfg)

@@ -57,6 +57,9 @@ class SyntheticConfig:
         blur_prob: probability of a slight Gaussian blur of the finished image.
         hard_negative_prob: probability of adding a look-alike distractor (shares all but the
             concept-defining attribute with a target) to a scene.
+        shared_look_p: probability that a ``semantic`` / ``multiclass`` scene paints every object
+            (targets and distractors) with one look, so that only the shape family tells the classes
+            apart (a curriculum for shape matching; the prompt and the query scene draw their own).
         min_visible_frac: least visible share of each target object's in-frame area.
         min_visible_px: least visible pixels of each target object (capped on small images at a
             quarter of the area of the smallest allowed disc).
@@ -80,6 +83,7 @@ class SyntheticConfig:
     noise_sigma: tuple[float, float] = (0.0, 7.0)
     blur_prob: float = 0.2
     hard_negative_prob: float = 0.6
+    shared_look_p: float = 0.0
     min_visible_frac: float = 0.4
     min_visible_px: int = 30
     layout_tries: int = 5
@@ -108,6 +112,8 @@ class SyntheticConfig:
             raise ValueError(f"multi_classes must be 2 <= lo <= hi <= 8, got {self.multi_classes}")
         if not 0 < self.size_range[0] <= self.size_range[1] < 0.5:
             raise ValueError(f"size_range must be 0 < lo <= hi < 0.5, got {self.size_range}")
+        if not 0.0 <= self.shared_look_p <= 1.0:
+            raise ValueError(f"shared_look_p must be in [0, 1], got {self.shared_look_p}")
         if self.max_targets < 1 or self.layout_tries < 1:
             raise ValueError("max_targets and layout_tries must be >= 1")
 
