@@ -51,7 +51,8 @@ def _concept_semantic(rng: np.random.Generator, cfg: SyntheticConfig, multi: boo
         shared = random_look(r, cfg) if cfg.shared_look_p > 0 and r.random() < cfg.shared_look_p else None
         for cls, fam in enumerate(targets, 1):
             for _ in range(int(r.integers(1, per_class + 1))):
-                protos.append(make_proto(r, fam, shared or random_look(r, cfg), cls, "target"))
+                protos.append(make_proto(r, fam, shared if shared is not None else random_look(r, cfg), cls,
+                                         "target"))
         n_dis = max(1, _n_objects(r, cfg) - len(protos))
         for j in range(n_dis):
             fam = pick(r, pool) if r.random() < 0.75 else pick(r, others)
