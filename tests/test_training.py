@@ -514,3 +514,98 @@ def test_tool_reports_bad_input_in_one_line(tmp_path):
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "missing.pth" in lines[0]
+
+
+def test_family_maps_name_each_objects_family():
+    from painter_seg.data.synthetic import FAMILIES, generate_episode
+    from painter_seg.data.synthetic.episodes import FAMILY_IGNORE
+
+    ep = generate_episode(11, "multiclass", size=(96, 96))
+    fams = ep.meta["family_maps"]
+    assert len(fams) == 2 and all(f.shape == (96, 96) and f.dtype == np.uint8 for f in fams)
+    q, objmap = fams[-1], ep.meta["query_objmap"]
+    assert np.array_equal(q == 0, objmap < 0)  # background exactly where no object is seen
+    for i, o in enumerate(ep.meta["query_objects"]):
+        seen = q[objmap == i]
+        want = 1 + FAMILIES.index(o["family"]) if o["family"] in FAMILIES else FAMILY_IGNORE
+        assert seen.size == 0 or set(seen.tolist()) == {want}, o
+    # multi-class ids are families: every pixel of id k shows family k of the concept
+    for (img, lab), fam in zip([*ep.prompts, ep.query], fams):
+        for k, name in enumerate(ep.meta["concept"]["families"], 1):
+            assert set(fam[lab == k].tolist()) == {1 + FAMILIES.index(name)}
+
+
+def test_family_targets_ride_along_without_changing_the_sample():
+    recipe = InContextRecipe(mix_context_p=0.4, tile_prompts_p=0.3)
+    kw = dict(seed=5, half_size=(64, 48), recipe=recipe, kinds=["multiclass", "semantic"])
+    plain = SyntheticInContextDataset(12, **kw)
+    fam = SyntheticInContextDataset(12, family_targets=True, **kw)
+    nonzero = 0
+    for i in range(12):
+        a, b = plain[i], fam[i]
+        assert set(b) == set(a) | {"family"}
+        assert all(torch.equal(a[k], b[k]) for k in a)  # same draws, same sample
+        f = b["family"]
+        assert f.shape == (128, 48) and f.dtype == torch.uint8
+        assert set(f.unique().tolist()) <= set(range(17)) | {255}
+        # a coloured (labelled) pixel always lies on an object, so its family is never background
+        colored = (_denorm(b["tgts"]) * 255).round().abs().sum(0) > 0
+        assert not bool((f[colored] == 0).any())
+        nonzero += int((f > 0).sum())
+    assert nonzero > 0
+
+
+def test_collate_fills_missing_family_targets():
+    from painter_seg.training.loader import collate_samples
+
+    a = {"imgs": torch.zeros(3, 8, 4), "family": torch.ones(8, 4, dtype=torch.uint8)}
+    b = {"imgs": torch.zeros(3, 8, 4)}
+    out = collate_samples([a, b])
+    assert out["family"].shape == (2, 8, 4)
+    assert bool((out["family"][0] == 1).all()) and bool((out["family"][1] == 255).all())
+    assert set(collate_samples([b, b])) == {"imgs"}
+
+
+def test_patch_family_targets_take_the_majority_or_nothing():
+    from painter_seg.model.loss import family_cross_entropy, patch_family_targets
+
+    f = torch.zeros(1, 4, 6, dtype=torch.uint8)
+    f[0, :2, 2:4] = 3  # a whole patch of family 3
+    f[0, :2, 4] = 5  # half a patch of 5 ...
+    f[0, 2:, 0:2] = 255  # an ignored patch
+    f[0, 2, 2] = 7  # a quarter: the rest (background) wins
+    f[0, 2:, 4] = 2
+    f[0, 2:, 5] = 6  # two halves: neither covers more than half, yet each covers exactly half
+    got = patch_family_targets(f, 2, num_classes=17)
+    assert got.tolist() == [[[0, 3, 0], [-1, 0, 2]]]  # ties go to the smaller value
+    logits = torch.zeros(1, 2, 3, 17, requires_grad=True)
+    ce = family_cross_entropy(logits, f, 2)
+    assert ce.item() == pytest.approx(float(np.log(17)), rel=1e-6)
+    none = family_cross_entropy(logits, torch.full((1, 4, 6), 255, dtype=torch.uint8), 2)
+    none.backward()
+    assert none.item() == 0.0 and logits.grad is not None
+
+
+def test_aux_family_loss_trains_a_head_that_is_saved_but_never_exported(tmp_path):
+    over = ["train.aux_family_weight=0.5", "train.aux_family_layer=2", "data.sets.synthetic.family_targets=true",
+            "train.max_steps=3", "data.length=6", "train.log_every=1"]
+    trainer = Trainer(_cfg(tmp_path / "a", *over))
+    batch = _batch(trainer.dataset, [0, 1])
+    mask = trainer.masks_for(0, 0, 2)
+    with torch.no_grad():
+        with_aux = trainer.compute_loss(batch, mask).item()
+        ce = trainer.aux_window[-1].item()
+        without = trainer.compute_loss({k: v for k, v in batch.items() if k != "family"}, mask).item()
+    assert ce > 0.5 and with_aux == pytest.approx(without + 0.5 * ce, rel=1e-4)
+    trainer.close()
+    out = train(_cfg(tmp_path / "b", *over, "train.stop_after_steps=2"))
+    rows = _read_csv(tmp_path / "b" / "train_log.csv")
+    assert list(rows[0]) == [*CSV_FIELDS, "aux_family_loss"] and float(rows[0]["aux_family_loss"]) > 0
+    state = torch.load(tmp_path / "b" / "last.pt", map_location="cpu", weights_only=True)
+    assert sorted(state["aux"]) == ["bias", "weight"] and state["aux"]["weight"].shape == (17, 48)
+    exported = load_file(str(tmp_path / "b" / "model.safetensors"))
+    assert set(exported) == set(trainer.net.state_dict())  # the head stays out of the weights
+    rest = train(_cfg(tmp_path / "b", *over, "resume=true"))
+    assert out["step"] == 2 and rest["resumed_from"] and rest["step"] == 3
+    with pytest.raises(InputError, match="aux_family_layer=9"):
+        Trainer(_cfg(tmp_path / "c", *over[:1], "train.aux_family_layer=9"))

@@ -98,3 +98,52 @@ def decoded_cross_entropy(
     if valid is not None:
         w = w * valid[:, 0].to(px.dtype)
     return -(torch.log(p_true) * w).sum() / w.sum().clamp_min(1e-6)
+
+
+FAMILY_IGNORE = 255  # family-map value that is never a target (strokes, photographs)
+
+
+def patch_family_targets(family: torch.Tensor, patch_size: int, num_classes: int,
+                         min_share: float = 0.5) -> torch.Tensor:
+    """Patch targets of a per-pixel family map: the value covering at least ``min_share`` of a patch.
+
+    Args:
+        family: ``[N, H, W]`` uint8 / int values ``0..num_classes - 1``; anything else (e.g.
+            :data:`FAMILY_IGNORE`) is never a target.
+        patch_size: p.
+        num_classes: the number of target values.
+        min_share: the share of a patch's pixels its value must cover.
+
+    Returns:
+        ``[N, H/p, W/p]`` int64: the patch's value, or -1 (no value covers enough of it).
+    """
+    n, h, w = family.shape
+    hp, wp = h // patch_size, w // patch_size
+    f = family.long()
+    f = torch.where((f >= 0) & (f < num_classes), f, torch.full_like(f, num_classes))  # one "other" bin
+    cell = (torch.arange(hp, device=f.device).repeat_interleave(patch_size)[:, None] * wp
+            + torch.arange(wp, device=f.device).repeat_interleave(patch_size)[None, :])  # [H, W]
+    idx = (torch.arange(n, device=f.device)[:, None, None] * (hp * wp) + cell) * (num_classes + 1) + f
+    counts = torch.bincount(idx.reshape(-1), minlength=n * hp * wp * (num_classes + 1))
+    counts = counts.reshape(n, hp, wp, num_classes + 1)
+    top, arg = counts.max(-1)
+    ok = (top >= min_share * patch_size * patch_size) & (arg < num_classes)
+    return torch.where(ok, arg, torch.full_like(arg, -1))
+
+
+def family_cross_entropy(logits: torch.Tensor, family: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """Cross-entropy of per-patch family logits against a per-pixel family map.
+
+    Args:
+        logits: ``[N, Hp, Wp, K]`` (K = background + the shape families).
+        family: ``[N, Hp * p, Wp * p]`` family map (:func:`patch_family_targets` makes the targets).
+        patch_size: p.
+
+    Returns:
+        Scalar: the mean over the patches with a target; 0 (still part of the graph) when none has one.
+    """
+    t = patch_family_targets(family, patch_size, logits.shape[-1])
+    valid = t >= 0
+    if not bool(valid.any()):
+        return logits.float().sum() * 0.0
+    return F.cross_entropy(logits.float()[valid], t[valid])

@@ -322,7 +322,8 @@ class SegGPT(nn.Module):
         seg_type: torch.Tensor | None = None,
         feature_ensemble: bool = False,
         query_only: bool = False,
-    ) -> torch.Tensor:
+        return_features: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         """Paint the mask canvas.
 
         Args:
@@ -343,13 +344,16 @@ class SegGPT(nn.Module):
             same query half (but for its first pixel row, which a 3x3 convolution mixes with the row's prompt). ``query_only``: ``[N, 3, H/2, W]`` (``[1, 3, H/2, W]`` with
             ``feature_ensemble``), equal to that half of the full output. Never wrapped in no_grad: prompt
             tuning backpropagates through it.
+            return_features: also return the encoder's ``feature_layers`` outputs (``[N, Hp, Wp, C]``
+                each, as the decoder reads them): ``(pred, feats)`` (training's auxiliary loss).
         """
         feats = self.forward_features(imgs, tgts, bool_masked_pos, seg_type, feature_ensemble)
         if not query_only:
-            return self.forward_decoder(feats)
-        if feature_ensemble:
-            feats = [f[:1] for f in feats]
-        return self.forward_decoder(feats, first_row=self.grid_size[0] // 2)
+            pred = self.forward_decoder(feats)
+        else:
+            dec = [f[:1] for f in feats] if feature_ensemble else feats
+            pred = self.forward_decoder(dec, first_row=self.grid_size[0] // 2)
+        return (pred, feats) if return_features else pred
 
     @property
     def half_size(self) -> tuple[int, int]:

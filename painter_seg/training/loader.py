@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, default_collate
 
 from ..errors import InputError
 from ..utils.dist import DistInfo
 
-__all__ = ["ResumableSampler", "SeededRandomSampler", "TrainLoader", "chunks"]
+__all__ = ["ResumableSampler", "SeededRandomSampler", "TrainLoader", "chunks", "collate_samples"]
 
 
 class SeededRandomSampler(Sampler[int]):
@@ -72,6 +72,21 @@ def chunks(it: Iterator[Any], n: int) -> Iterator[list[Any]]:
         yield chunk
 
 
+OPTIONAL_FILL = {"family": 255}  # per-pixel targets only some datasets give: value filled in for the others
+
+
+def collate_samples(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """``default_collate`` of dataset items, after giving every item the optional per-pixel targets
+    (:data:`OPTIONAL_FILL`) that some items of a mixed batch carry (filled: never a target)."""
+    for key, fill in OPTIONAL_FILL.items():
+        have = [it[key] for it in items if key in it]
+        if have and len(have) < len(items):
+            items = [it if key in it else {**it, key: torch.full(it["imgs"].shape[-2:], fill,
+                                                                 dtype=have[0].dtype)}
+                     for it in items]
+    return default_collate(items)
+
+
 @dataclass
 class TrainLoader:
     """Micro-batches of a dataset for one process, grouped into optimiser steps.
@@ -118,6 +133,7 @@ class TrainLoader:
             self.dataset,
             batch_size=self.batch_size,
             sampler=self.sampler,
+            collate_fn=collate_samples,
             num_workers=self.num_workers,
             drop_last=True,
             pin_memory=self.pin_memory,

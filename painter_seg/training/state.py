@@ -147,6 +147,7 @@ class TrainState:
     scheduler: torch.optim.lr_scheduler.LambdaLR
     scaler: torch.amp.GradScaler
     progress: Progress = field(default_factory=Progress)
+    aux: nn.Module | None = None  # training-only heads (not part of the exported weights)
 
     def to_checkpoint(self, rngs: list[dict], world_size: int, **record: Any) -> dict[str, Any]:
         """The ``last.pt`` dictionary (``rngs``: one :func:`rng_state` per rank; ``record``: extra
@@ -163,6 +164,8 @@ class TrainState:
             "elapsed_s": p.elapsed_s,
             "world_size": world_size,
             "rng": rngs,
+            **({"aux": {k: v.detach().cpu() for k, v in self.aux.state_dict().items()}}
+               if self.aux is not None else {}),
             **record,
         }
 
@@ -182,6 +185,10 @@ class TrainState:
         """
         try:
             self.net.load_state_dict(state["model"], strict=True)
+            if self.aux is not None:
+                if "aux" not in state:
+                    raise KeyError("it has no auxiliary head (train.aux_family_weight was 0 when it was written)")
+                self.aux.load_state_dict(state["aux"], strict=True)
             self.optimizer.load_state_dict(state["optimizer"])
         except (RuntimeError, ValueError, KeyError) as e:
             raise InputError(

@@ -44,7 +44,7 @@ from ..checkpoint import save_checkpoint, weights_fingerprint
 from ..data.in_context import build_train_dataset
 from ..errors import InputError
 from ..io.files import atomic_path
-from ..model.loss import masked_smooth_l1
+from ..model.loss import family_cross_entropy, masked_smooth_l1
 from ..utils.dist import ProcessGroup
 from ..utils.runtime import autocast, resolve_precision
 from ..utils.schedule import build_scheduler
@@ -183,14 +183,38 @@ class Trainer:
         t = self.tcfg
         lr = t.lr * self.global_batch / t.lr_ref_batch if t.lr_ref_batch else t.lr
         self.base_lr = lr
+        self._build_aux_head()
         optimizer = build_optimizer(
-            self.net, lr, weight_decay=t.weight_decay, betas=tuple(t.betas), layer_decay=t.layer_decay
+            self.net, lr, weight_decay=t.weight_decay, betas=tuple(t.betas), layer_decay=t.layer_decay,
+            extra=self.aux_head,
         )
         scheduler = build_scheduler(optimizer, t.warmup_steps, self.max_steps, t.min_lr_ratio)
         use_scaler = self.precision == "fp16" and self.device.type == "cuda"
         scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
-        self.state = TrainState(self.net, optimizer, scheduler, scaler)
+        self.state = TrainState(self.net, optimizer, scheduler, scaler, aux=self.aux_head)
         self.grad_clip = float(t.grad_clip or 0.0)
+
+    def _build_aux_head(self) -> None:
+        """The auxiliary shape-family head (``train.aux_family_weight`` > 0): a linear map from one block's
+        features to background + the generator's shape families, trained on the generated samples that carry
+        ``family`` targets. It teaches every token which family its object is, the cue multi-class episodes
+        are decided by (docs/training "Stage 12"); training-only: the exported weights never hold it."""
+        from ..data.synthetic import FAMILIES
+
+        t = self.tcfg
+        self.aux_head: nn.Module | None = None
+        self.aux_index = 0
+        self.aux_window: list[torch.Tensor] = []
+        if t.aux_family_weight <= 0:
+            return
+        layers = list(self.net.feature_layers)
+        layer = layers[1 if len(layers) > 1 else 0] if t.aux_family_layer is None else int(t.aux_family_layer)
+        if layer not in layers:
+            raise InputError(f"train.aux_family_layer={layer}: expected one of the model's feature_layers {layers}")
+        self.aux_index = layers.index(layer)
+        with torch.random.fork_rng(devices=[]):  # its own init stream: the global RNG stays as it was
+            torch.manual_seed(self.seed + 7)
+            self.aux_head = nn.Linear(self.net.embed_dim, 1 + len(FAMILIES)).to(self.device)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         return autocast(self.device, self.precision)
@@ -270,11 +294,15 @@ class Trainer:
         nb = self.device.type == "cuda"
         b = {k: v.to(self.device, non_blocking=nb) for k, v in batch.items()}
         mask = mask.to(self.device)
+        aux = self.aux_head is not None and "family" in b
         with self.autocast():
-            pred = (model or self.model)(
-                b["imgs"], b["tgts"], bool_masked_pos=mask, seg_type=b["seg_type"]
+            out = (model or self.model)(
+                b["imgs"], b["tgts"], bool_masked_pos=mask, seg_type=b["seg_type"], return_features=aux
             )
-        return masked_smooth_l1(
+            pred, feats = out if aux else (out, None)
+            if aux:
+                logits = self.aux_head(feats[self.aux_index])
+        loss = masked_smooth_l1(
             pred.float(),
             b["tgts"],
             mask,
@@ -283,6 +311,11 @@ class Trainer:
             beta=self.tcfg.loss_beta,
             fg_weight=self.tcfg.loss_fg_weight,
         )
+        if aux:
+            ce = family_cross_entropy(logits, b["family"], self.net.patch_size)
+            self.aux_window.append(ce.detach())
+            loss = loss + self.tcfg.aux_family_weight * ce
+        return loss
 
     def train_step(
         self, micro_batches: list[dict[str, torch.Tensor]]
@@ -300,9 +333,10 @@ class Trainer:
                 s.scaler.scale(loss / len(micro_batches)).backward()
             total += loss.detach()
         s.scaler.unscale_(s.optimizer)
-        norm = torch.nn.utils.clip_grad_norm_(
-            self.net.parameters(), self.grad_clip if self.grad_clip > 0 else math.inf
-        )
+        params = list(self.net.parameters())
+        if self.aux_head is not None:
+            params += list(self.aux_head.parameters())
+        norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip if self.grad_clip > 0 else math.inf)
         s.scaler.step(s.optimizer)
         s.scaler.update()
         s.optimizer.zero_grad(set_to_none=True)
@@ -322,7 +356,8 @@ class Trainer:
                 self.data.steps_per_epoch, self.step, self.max_steps,
             )
         keep = self.step if self.resumed_from else None
-        self.csv = CsvLog(self.output_dir / LOG_NAME, enabled=self.is_main, keep_until=keep)
+        fields = CSV_FIELDS + (("aux_family_loss",) if self.aux_head is not None else ())
+        self.csv = CsvLog(self.output_dir / LOG_NAME, enabled=self.is_main, keep_until=keep, fields=fields)
         self.val_log = ValLog(self.output_dir / VAL_LOG_NAME,
                               enabled=self.validator is not None, keep_until=keep)
         run = RunStats(self.step, elapsed0=self.state.progress.elapsed_s)
@@ -395,7 +430,13 @@ class Trainer:
         stats = self.group.mean(run.window())
         norm, rate = run.close_window(stats, self.step, self.global_batch)
         p = self.state.progress
+        extra = {}
+        if self.aux_head is not None:  # this rank's mean family cross-entropy over the window
+            extra["aux_family_loss"] = (f"{torch.stack(self.aux_window).mean().item():.6g}"
+                                        if self.aux_window else "")
+            self.aux_window = []
         self.csv.write({
+            **extra,
             "step": p.step,
             "epoch": p.epoch,
             "loss": f"{run.last_loss:.6g}",

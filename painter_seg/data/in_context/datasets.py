@@ -27,6 +27,9 @@ from .recipe import InContextRecipe, LabeledImage
 from .sample import make_sample
 
 
+FAMILY_STRIDE = 1 << 16  # packs a family map under a label map (generated ids are far below it)
+
+
 def _item_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed) & 0xFFFFFFFFFFFFFFFF, int(index)])
 
@@ -92,6 +95,9 @@ class SyntheticInContextDataset(Dataset):
         episode_size: size the episodes are generated at (None = ``half_size``).
         episode_cfg: :class:`~painter_seg.data.synthetic.SyntheticConfig` fields (a mapping or the
             object itself), passed to ``generate_episode(cfg=...)``.
+        family_targets: items also carry ``family`` (uint8 ``[2h, w]``: the shape family of every pixel,
+            :func:`~painter_seg.data.synthetic.episodes.family_map`, cropped and flipped with the
+            labels), for training's auxiliary family loss; off, items are what they always were.
     """
 
     def __init__(
@@ -103,6 +109,7 @@ class SyntheticInContextDataset(Dataset):
         kinds: Sequence[str] | None = None,
         episode_size: Sequence[int] | None = None,
         episode_cfg: Mapping[str, Any] | None = None,
+        family_targets: bool = False,
     ) -> None:
         if length <= 0:
             raise InputError(f"length must be positive, got {length}")
@@ -113,6 +120,7 @@ class SyntheticInContextDataset(Dataset):
         self.kinds = list(kinds) if kinds else None
         self.episode_size = _half_size(episode_size) if episode_size else self.half_size
         self.episode_cfg = _synthetic_config(episode_cfg)
+        self.family_targets = bool(family_targets)
 
     def __len__(self) -> int:
         return self.length
@@ -136,6 +144,11 @@ class SyntheticInContextDataset(Dataset):
         views = [(np.asarray(i), np.asarray(lab)) for i, lab in ep.prompts] + [
             (np.asarray(ep.query[0]), np.asarray(ep.query[1]))
         ]
+        stride = None
+        if self.family_targets:  # one packed map: ids and families cropped and flipped together
+            stride = FAMILY_STRIDE
+            views = [(img, lab.astype(np.int64) + stride * fam.astype(np.int64))
+                     for (img, lab), fam in zip(views, ep.meta["family_maps"])]
         if same_image:
             prompt_views, query_views = views[-1:], views[-1:]
         elif tiles:
@@ -144,7 +157,7 @@ class SyntheticInContextDataset(Dataset):
             prompt_views, query_views = views[:n], views[-n:]
         return make_sample(
             rng, prompt_views, query_views, self.half_size, int(ep.seg_type), self.recipe,
-            tiled=bool(tiles),
+            tiled=bool(tiles), family_stride=stride,
         )
 
 

@@ -127,6 +127,7 @@ def make_sample(
     seg_type: int,
     recipe: InContextRecipe,
     tiled: bool = False,
+    family_stride: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """Augment, colour and stitch one training sample.
 
@@ -139,9 +140,12 @@ def make_sample(
         recipe: augmentation settings.
         tiled: the prompt half is a spatial-ensemble grid of all ``prompt_views``
             (:func:`~.augment.tiled_prompt_view`) over one query view.
+        family_stride: the views' labels are packed ``id + family_stride * family`` (a second map
+            that goes through the same crops and flips, every draw of which ignores the labels): they
+            are split after augmentation and the family map is returned as ``family``.
 
     Returns:
-        See :func:`make_canvas`.
+        See :func:`make_canvas`; with ``family_stride`` also ``"family"``: uint8 ``[2h, w]``.
     """
 
     def half(views: Sequence[LabeledImage]) -> tuple[np.ndarray, np.ndarray]:
@@ -153,7 +157,13 @@ def make_sample(
         prompt_views
     )
     q_img, q_lab = half(query_views)
-    return finish_sample(rng, (p_img, p_lab), (q_img, q_lab), seg_type, recipe)
+    if family_stride is None:
+        return finish_sample(rng, (p_img, p_lab), (q_img, q_lab), seg_type, recipe)
+    p_lab, p_fam = p_lab % family_stride, p_lab // family_stride
+    q_lab, q_fam = q_lab % family_stride, q_lab // family_stride
+    sample = finish_sample(rng, (p_img, p_lab), (q_img, q_lab), seg_type, recipe)
+    sample["family"] = torch.from_numpy(stitch(p_fam, q_fam).astype(np.uint8))
+    return sample
 
 
 def finish_sample(

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from .concepts import Concept, make_concept, place_clutter
-from .config import EXTRA_TRIES, KINDS, SEG_TYPES, SyntheticConfig, check_size
+from .config import EXTRA_TRIES, FAMILIES, KINDS, SEG_TYPES, SyntheticConfig, check_size
 from .looks import background_texture, bg_matrix
 from .objects import Placed, place_objects
 from .render import draw_objects, finish_image, label_map, object_map, rasterize
@@ -28,7 +28,8 @@ class Episode:
         meta: debug information: ``concept`` (what the ids mean), ``prompt_objects`` (per prompt)
             and ``query_objects`` (lists of per-object dicts: index, family, texture, color,
             color_name, label, role, instance, visible_px), ``query_objmap`` (int16 [H, W], the
-            index of the object seen at each pixel, -1 for background).
+            index of the object seen at each pixel, -1 for background), ``family_maps`` (uint8
+            [H, W] per image, prompts then query: :func:`family_map`).
     """
 
     prompts: list[tuple[np.ndarray, np.ndarray]]
@@ -85,6 +86,20 @@ def _targets_visible(objs: list[Placed], rasters: list, objmap: np.ndarray, num_
     return seen == set(range(1, num_classes + 1))
 
 
+FAMILY_IGNORE = 255  # family_map value of thin strokes (no shape family)
+
+
+def family_map(objs: list[Placed], objmap: np.ndarray) -> np.ndarray:
+    """uint8 ``[H, W]``: the shape family of the object seen at each pixel, whatever its role (target,
+    distractor or clutter): ``1 + FAMILIES.index(family)``, 0 for background, :data:`FAMILY_IGNORE`
+    for strokes. Training's auxiliary family loss reads it (``train.aux_family_weight``)."""
+    lut = np.zeros(len(objs) + 1, np.uint8)
+    for i, o in enumerate(objs):
+        fam = o.proto.shape.family
+        lut[i + 1] = 1 + FAMILIES.index(fam) if fam in FAMILIES else FAMILY_IGNORE
+    return lut[objmap.astype(np.int64) + 1]
+
+
 def _object_info(objs: list[Placed], objmap: np.ndarray) -> list[dict]:
     """Per-object debug records (see :attr:`Episode.meta`)."""
     vis = np.bincount(objmap.ravel().astype(np.int64) + 1, minlength=len(objs) + 1)[1:]
@@ -130,5 +145,6 @@ def generate_episode(seed: int, kind: str | None = None, num_shots: int = 1,
         "prompt_objects": [_object_info(o, m) for _, _, m, o in scenes[:-1]],
         "query_objects": _object_info(q_objs, q_map),
         "query_objmap": q_map,
+        "family_maps": [family_map(o, m) for _, _, m, o in scenes],
     }
     return Episode(prompts, (q_img, q_lab), SEG_TYPES[kind], kind, concept.num_classes, meta)
