@@ -537,7 +537,7 @@ def test_family_maps_name_each_objects_family():
 
 def test_family_targets_ride_along_without_changing_the_sample():
     recipe = InContextRecipe(mix_context_p=0.4, tile_prompts_p=0.3)
-    kw = dict(seed=5, half_size=(64, 48), recipe=recipe, kinds=["multiclass", "semantic"])
+    kw = {"seed": 5, "half_size": (64, 48), "recipe": recipe, "kinds": ["multiclass", "semantic"]}
     plain = SyntheticInContextDataset(12, **kw)
     fam = SyntheticInContextDataset(12, family_targets=True, **kw)
     nonzero = 0

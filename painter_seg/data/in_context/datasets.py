@@ -26,7 +26,6 @@ from .augment import resize_u8
 from .recipe import InContextRecipe, LabeledImage
 from .sample import make_sample
 
-
 FAMILY_STRIDE = 1 << 16  # packs a family map under a label map (generated ids are far below it)
 
 
