@@ -597,6 +597,10 @@ def test_aux_family_loss_trains_a_head_that_is_saved_but_never_exported(tmp_path
         ce = trainer.aux_window[-1].item()
         without = trainer.compute_loss({k: v for k, v in batch.items() if k != "family"}, mask).item()
     assert ce > 0.5 and with_aux == pytest.approx(without + 0.5 * ce, rel=1e-4)
+    lrs = {g["group_name"]: g["initial_lr"] for g in trainer.state.optimizer.param_groups}
+    assert sorted(k for k in lrs if k.startswith("aux_")) == ["aux_layer1_decay", "aux_layer1_no_decay"]
+    net_lr = trainer.base_lr
+    assert all(v == pytest.approx(20 * net_lr if k.startswith("aux_") else net_lr) for k, v in lrs.items())
     trainer.close()
     out = train(_cfg(tmp_path / "b", *over, "train.stop_after_steps=2"))
     rows = _read_csv(tmp_path / "b" / "train_log.csv")

@@ -98,13 +98,14 @@ def build_optimizer(
     layer_decay: float | None = None,
     eps: float = 1e-8,
     extra: nn.Module | None = None,
+    extra_lr_scale: float = 1.0,
 ) -> torch.optim.AdamW:
     """AdamW over :func:`param_groups`; each group's lr is ``lr * lr_scale``. ``extra``: a training-only
-    module (an auxiliary head) whose groups follow the model's, named ``aux_...``, at the full lr."""
+    module (an auxiliary head) whose groups follow the model's, named ``aux_...``, at ``extra_lr_scale`` x lr."""
     groups = param_groups(model, weight_decay, layer_decay)
     if extra is not None:
         for g in param_groups(extra, weight_decay, None, no_weight_decay=()):
-            groups.append({**g, "group_name": f"aux_{g['group_name']}"})
+            groups.append({**g, "lr_scale": float(extra_lr_scale), "group_name": f"aux_{g['group_name']}"})
     for g in groups:
         g["lr"] = lr * g["lr_scale"]
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps)

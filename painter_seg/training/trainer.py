@@ -186,7 +186,7 @@ class Trainer:
         self._build_aux_head()
         optimizer = build_optimizer(
             self.net, lr, weight_decay=t.weight_decay, betas=tuple(t.betas), layer_decay=t.layer_decay,
-            extra=self.aux_head,
+            extra=self.aux_head, extra_lr_scale=t.aux_family_lr_scale,
         )
         scheduler = build_scheduler(optimizer, t.warmup_steps, self.max_steps, t.min_lr_ratio)
         use_scaler = self.precision == "fp16" and self.device.type == "cuda"
