@@ -408,3 +408,33 @@ def test_binary_iou():
     assert binary_iou(pred, gt) == pytest.approx(1 / 3)
     # without an ignore index 255 is foreground: gt fg 4 px, pred fg 4 px, I = 3 -> 3 / 5
     assert binary_iou(pred.astype(bool), gt, ignore_index=None) == pytest.approx(3 / 5)
+
+
+def test_linear_probe_reads_what_features_hold():
+    from painter_seg.evaluation.probe import fit_linear_probe
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 400)
+    train = np.arange(400) < 300
+    informative = np.eye(4)[y] * 3 + rng.normal(0, 0.3, (400, 4))
+    noise = rng.normal(0, 1, (400, 8))
+    assert fit_linear_probe(informative, y, train, 4)[1] == 1.0
+    assert fit_linear_probe(noise, y, train, 4)[1] < 0.4  # chance 0.25
+
+
+def test_family_probe_reports_every_feature_layer(tiny_model):
+    from painter_seg.evaluation.probe import family_probe, format_probe
+
+    out = family_probe(tiny_model, episodes=8)
+    assert out["objects"] > 8 and 0 < out["majority"] <= 1
+    assert sorted(out["layers"]) == sorted(tiny_model.feature_layers)
+    assert all(0 <= v["heldout"] <= 1 and 0 <= v["train"] <= 1 for v in out["layers"].values())
+    assert "commonest family" in format_probe(out)
+
+
+def test_probe_tool_rejects_too_few_episodes(capsys):
+    import runpy
+
+    tool = runpy.run_path(str(Path(__file__).resolve().parents[1] / "tools" / "probe_families.py"))
+    assert tool["main"](["--episodes", "2"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --episodes=2: expected at least 4"
