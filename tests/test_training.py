@@ -488,6 +488,9 @@ def test_torchrun_two_processes_keep_identical_weights(tmp_path):
         "data.length=8",
         f"output_dir={out}",
         "debug_fingerprints=true",
+        "train.aux_family_weight=0.5",  # the auxiliary head is not DDP-wrapped: its gradients are averaged by hand
+        "train.aux_family_layer=2",
+        "data.sets.synthetic.family_targets=true",
     ]
     res = subprocess.run(
         cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=240, check=False
@@ -497,6 +500,8 @@ def test_torchrun_two_processes_keep_identical_weights(tmp_path):
     assert summary["world_size"] == 2 and summary["global_batch"] == 4 and summary["step"] == 3
     fps = summary["rank_fingerprints"]
     assert len(fps) == 2 and fps[0] == fps[1]
+    heads = summary["rank_aux_fingerprints"]
+    assert len(heads) == 2 and heads[0] == heads[1]
     assert len(_read_csv(out / "train_log.csv")) == 3  # written once, by rank 0
 
 

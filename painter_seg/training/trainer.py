@@ -332,6 +332,11 @@ class Trainer:
                 loss = self.compute_loss(batch, self.masks_for(self.step, j, batch["imgs"].shape[0]))
                 s.scaler.scale(loss / len(micro_batches)).backward()
             total += loss.detach()
+        if self.aux_head is not None and self.group.info.distributed:
+            # the head is not DDP-wrapped: average its gradients here, on every rank every step (a rank whose
+            # batch held no family targets adds zeros), so that it stays one head
+            for prm in self.aux_head.parameters():
+                prm.grad = self.group.mean(prm.grad if prm.grad is not None else torch.zeros_like(prm))
         s.scaler.unscale_(s.optimizer)
         params = list(self.net.parameters())
         if self.aux_head is not None:
@@ -475,6 +480,8 @@ class Trainer:
         }
         if self.job.debug_fingerprints:
             summary["rank_fingerprints"] = self.group.gather(weights_fingerprint(self.net))
+            if self.aux_head is not None:
+                summary["rank_aux_fingerprints"] = self.group.gather(weights_fingerprint(self.aux_head))
         if self.is_main:
             with atomic_path(out / SUMMARY_NAME) as tmp:
                 tmp.write_text(json.dumps(summary, indent=2))
