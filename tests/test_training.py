@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from safetensors.torch import load_file
 from torch.utils.data import default_collate
 
@@ -610,6 +611,7 @@ def test_aux_family_loss_trains_a_head_that_is_saved_but_never_exported(tmp_path
     out = train(_cfg(tmp_path / "b", *over, "train.stop_after_steps=2"))
     rows = _read_csv(tmp_path / "b" / "train_log.csv")
     assert list(rows[0]) == [*CSV_FIELDS, "aux_family_loss"] and float(rows[0]["aux_family_loss"]) > 0
+    assert float(rows[0]["lr"]) <= float(OmegaConf.select(_cfg(tmp_path / "b", *over), "train.lr"))  # the net's
     state = torch.load(tmp_path / "b" / "last.pt", map_location="cpu", weights_only=True)
     assert sorted(state["aux"]) == ["bias", "weight"] and state["aux"]["weight"].shape == (17, 48)
     exported = load_file(str(tmp_path / "b" / "model.safetensors"))

@@ -381,7 +381,8 @@ class Trainer:
         """Steps to the end of the current epoch; returns why training stopped, or None."""
         p, t = self.state.progress, self.tcfg
         for group in self.data.steps(p.epoch, p.batch_in_epoch):
-            run.last_lr = max(g["lr"] for g in self.state.optimizer.param_groups)
+            run.last_lr = max(g["lr"] for g in self.state.optimizer.param_groups  # the network's, not a head's
+                              if not str(g.get("group_name", "")).startswith("aux_"))
             loss, norm = self.train_step(group)
             p.step += 1
             p.batch_in_epoch += len(group)
