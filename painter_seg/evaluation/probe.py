@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..codec.canvas import images_to_tensor, labels_to_tensor
+from ..codec.canvas import canvas_tensors, images_to_tensor, labels_to_tensor
 from ..codec.palette import labels_to_compact, make_palette
 from .few_shot import HELDOUT_SEED_BASE
 
@@ -76,10 +76,10 @@ def family_probe(model, episodes: int = 800, seed: int = 0, min_patches: int = 2
                               kind=("multiclass", "semantic")[e % 2], size=(h, w))
         (p_img, p_lab), (q_img, _) = ep.prompts[0], ep.query
         ids = np.array([i for i in np.unique(p_lab) if i > 0])
-        pal = make_palette(getattr(model, "palette", "seggpt"), len(ids))
-        imgs = torch.cat([images_to_tensor([p_img], (h, w)), images_to_tensor([q_img], (h, w))], dim=2)
-        masks = labels_to_tensor([labels_to_compact(p_lab, ids)], pal, (h, w))
-        tgts = torch.cat([masks, torch.zeros_like(masks)], dim=2)
+        pal = make_palette(model.palette, len(ids))
+        imgs, tgts = canvas_tensors(images_to_tensor([p_img], (h, w)),
+                                    labels_to_tensor([labels_to_compact(p_lab, ids)], pal, (h, w)),
+                                    images_to_tensor([q_img], (h, w)))
         feats = model.forward_features(imgs, tgts, model.query_mask(), torch.zeros(1))
         objmap = ep.meta["query_objmap"].astype(np.int64)
         for k, obj in enumerate(ep.meta["query_objects"]):

@@ -100,16 +100,13 @@ def decoded_cross_entropy(
     return -(torch.log(p_true) * w).sum() / w.sum().clamp_min(1e-6)
 
 
-FAMILY_IGNORE = 255  # family-map value that is never a target (strokes, photographs)
-
-
 def patch_family_targets(family: torch.Tensor, patch_size: int, num_classes: int,
                          min_share: float = 0.5) -> torch.Tensor:
     """Patch targets of a per-pixel family map: the value covering at least ``min_share`` of a patch.
 
     Args:
         family: ``[N, H, W]`` uint8 / int values ``0..num_classes - 1``; anything else (e.g.
-            :data:`FAMILY_IGNORE`) is never a target.
+            :data:`painter_seg.data.synthetic.episodes.FAMILY_IGNORE`) is never a target.
         patch_size: p.
         num_classes: the number of target values.
         min_share: the share of a patch's pixels its value must cover.

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, default_collate
 
+from ..data.synthetic.episodes import FAMILY_IGNORE
 from ..errors import InputError
 from ..utils.dist import DistInfo
 
@@ -72,7 +73,7 @@ def chunks(it: Iterator[Any], n: int) -> Iterator[list[Any]]:
         yield chunk
 
 
-OPTIONAL_FILL = {"family": 255}  # per-pixel targets only some datasets give: value filled in for the others
+OPTIONAL_FILL = {"family": FAMILY_IGNORE}  # per-pixel targets only some datasets give: value filled in for the others
 
 
 def collate_samples(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
