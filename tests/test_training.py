@@ -592,7 +592,39 @@ def test_patch_family_targets_take_the_majority_or_nothing():
     assert none.item() == 0.0 and logits.grad is not None
 
 
+def test_object_family_loss_pools_each_regions_logits_per_half():
+    from painter_seg.model.loss import object_family_cross_entropy
+
+    # a 2 x 2 patch canvas of 2 x 2 px patches, two halves of one patch row each
+    f = torch.zeros(1, 4, 4, dtype=torch.uint8)
+    f[0, :2, :2] = 3  # top half: family 3 covers patch (0, 0) ...
+    f[0, :2, 2] = 3  # ... and half of patch (0, 1)
+    f[0, 2:, 0] = 5  # bottom half: family 5 covers half a patch only: too small, no target
+    f[0, 2:, 2:] = 255  # ignored
+    logits = torch.zeros(1, 2, 2, 17)
+    logits[0, 0, 0, 3] = 3.0  # patch (0, 0) says 3 strongly, patch (0, 1) says 1
+    logits[0, 0, 1, 1] = 3.0
+    logits[0, 1, :, 5] = -50.0  # never read: family 5's region is below one patch
+    logits.requires_grad_(True)
+    pooled = (logits[0, 0, 0] * 1.0 + logits[0, 0, 1] * 0.5) / 1.5  # weighted by the share each patch is covered
+    want = torch.nn.functional.cross_entropy(pooled[None], torch.tensor([3]))
+    got = object_family_cross_entropy(logits, f, 2)
+    assert got.item() == pytest.approx(want.item(), rel=1e-6)
+    got.backward()
+    assert logits.grad[0, 1].abs().sum().item() == 0.0  # the bottom half had no region
+    # the same region split over both halves makes two targets, each pooled in its own half
+    f2 = torch.zeros(1, 4, 4, dtype=torch.uint8)
+    f2[0, 1:3, :2] = 3
+    assert object_family_cross_entropy(torch.zeros(1, 2, 2, 17), f2, 2).item() == 0.0  # half a patch each side
+    none = object_family_cross_entropy(logits, torch.full((1, 4, 4), 255, dtype=torch.uint8), 2)
+    assert none.item() == 0.0 and none.requires_grad
+    with pytest.raises(ValueError, match="3 patch rows do not split into 2 halves"):
+        object_family_cross_entropy(torch.zeros(1, 3, 2, 17), torch.zeros(1, 6, 4, dtype=torch.uint8), 2)
+
+
 def test_aux_family_loss_trains_a_head_that_is_saved_but_never_exported(tmp_path):
+    from painter_seg.model.loss import object_family_cross_entropy
+
     over = ["train.aux_family_weight=0.5", "train.aux_family_layer=2", "data.sets.synthetic.family_targets=true",
             "train.max_steps=3", "data.length=6", "train.log_every=1"]
     trainer = Trainer(_cfg(tmp_path / "a", *over))
@@ -620,3 +652,13 @@ def test_aux_family_loss_trains_a_head_that_is_saved_but_never_exported(tmp_path
     assert out["step"] == 2 and rest["resumed_from"] and rest["step"] == 3
     with pytest.raises(InputError, match="aux_family_layer=9"):
         Trainer(_cfg(tmp_path / "c", *over[:1], "train.aux_family_layer=9"))
+    obj = Trainer(_cfg(tmp_path / "d", *over, "train.aux_family_pool=object"))
+    with torch.no_grad():
+        obj.compute_loss(batch, mask)
+        _, feats = obj.model(batch["imgs"], batch["tgts"], bool_masked_pos=mask, seg_type=batch["seg_type"],
+                             return_features=True)
+        want = object_family_cross_entropy(obj.aux_head(feats[obj.aux_index]), batch["family"], obj.net.patch_size)
+    assert obj.aux_window[-1].item() == pytest.approx(want.item(), rel=1e-5) and want.item() > 0.5
+    obj.close()
+    with pytest.raises(InputError, match="train.aux_family_pool must be 'patch' or 'object', got 'mean'"):
+        Trainer(_cfg(tmp_path / "e", *over, "train.aux_family_pool=mean"))

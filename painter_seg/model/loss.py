@@ -100,6 +100,19 @@ def decoded_cross_entropy(
     return -(torch.log(p_true) * w).sum() / w.sum().clamp_min(1e-6)
 
 
+def _patch_family_counts(family: torch.Tensor, patch_size: int, num_classes: int) -> torch.Tensor:
+    """``[N, H/p, W/p, num_classes + 1]`` pixel counts of each value in each patch (the last bin: any other value)."""
+    n, h, w = family.shape
+    hp, wp = h // patch_size, w // patch_size
+    f = family.long()
+    f = torch.where((f >= 0) & (f < num_classes), f, torch.full_like(f, num_classes))  # one "other" bin
+    cell = (torch.arange(hp, device=f.device).repeat_interleave(patch_size)[:, None] * wp
+            + torch.arange(wp, device=f.device).repeat_interleave(patch_size)[None, :])  # [H, W]
+    idx = (torch.arange(n, device=f.device)[:, None, None] * (hp * wp) + cell) * (num_classes + 1) + f
+    counts = torch.bincount(idx.reshape(-1), minlength=n * hp * wp * (num_classes + 1))
+    return counts.reshape(n, hp, wp, num_classes + 1)
+
+
 def patch_family_targets(family: torch.Tensor, patch_size: int, num_classes: int,
                          min_share: float = 0.5) -> torch.Tensor:
     """Patch targets of a per-pixel family map: the value covering at least ``min_share`` of a patch.
@@ -114,15 +127,7 @@ def patch_family_targets(family: torch.Tensor, patch_size: int, num_classes: int
     Returns:
         ``[N, H/p, W/p]`` int64: the patch's value, or -1 (no value covers enough of it).
     """
-    n, h, w = family.shape
-    hp, wp = h // patch_size, w // patch_size
-    f = family.long()
-    f = torch.where((f >= 0) & (f < num_classes), f, torch.full_like(f, num_classes))  # one "other" bin
-    cell = (torch.arange(hp, device=f.device).repeat_interleave(patch_size)[:, None] * wp
-            + torch.arange(wp, device=f.device).repeat_interleave(patch_size)[None, :])  # [H, W]
-    idx = (torch.arange(n, device=f.device)[:, None, None] * (hp * wp) + cell) * (num_classes + 1) + f
-    counts = torch.bincount(idx.reshape(-1), minlength=n * hp * wp * (num_classes + 1))
-    counts = counts.reshape(n, hp, wp, num_classes + 1)
+    counts = _patch_family_counts(family, patch_size, num_classes)
     top, arg = counts.max(-1)
     ok = (top >= min_share * patch_size * patch_size) & (arg < num_classes)
     return torch.where(ok, arg, torch.full_like(arg, -1))
@@ -144,3 +149,37 @@ def family_cross_entropy(logits: torch.Tensor, family: torch.Tensor, patch_size:
     if not bool(valid.any()):
         return logits.float().sum() * 0.0
     return F.cross_entropy(logits.float()[valid], t[valid])
+
+
+def object_family_cross_entropy(logits: torch.Tensor, family: torch.Tensor, patch_size: int,
+                                halves: int = 2) -> torch.Tensor:
+    """Cross-entropy of family logits pooled over each family's region in each half of the canvas.
+
+    Interior patches of a flat object carry no shape, so a per-patch target (:func:`family_cross_entropy`)
+    asks every patch for what only the object as a whole shows. Here the patch logits are averaged over the
+    patches a family covers in one half, each weighted by the share of it covered (for a linear head this is
+    the head applied to the region's pooled tokens), and that one vector is classified. Background (0) and
+    values outside ``1..K - 1`` are never targets; a region must cover at least one patch's area.
+
+    Args:
+        logits: ``[N, Hp, Wp, K]`` (K = background + the shape families).
+        family: ``[N, Hp * p, Wp * p]`` family map.
+        patch_size: p.
+        halves: horizontal bands of the canvas pooled separately (2: prompt half and query half).
+
+    Returns:
+        Scalar: the mean over the regions; 0 (still part of the graph) when there are none.
+    """
+    n, hp, wp, k = logits.shape
+    if hp % halves:
+        raise ValueError(f"{hp} patch rows do not split into {halves} halves")
+    cover = _patch_family_counts(family, patch_size, k)[..., 1:k].to(torch.float32) / patch_size**2
+    cover = cover.reshape(n, halves, hp // halves, wp, k - 1)  # [N, B, h, w, F]
+    lg = logits.float().reshape(n, halves, hp // halves, wp, k)
+    area = cover.sum((2, 3))  # [N, B, F]
+    pooled = torch.einsum("nbyxf,nbyxk->nbfk", cover, lg) / area.clamp_min(1e-6)[..., None]
+    valid = area >= 1.0
+    if not bool(valid.any()):
+        return logits.float().sum() * 0.0
+    target = torch.arange(1, k, device=logits.device).expand(n, halves, k - 1)
+    return F.cross_entropy(pooled[valid], target[valid])

@@ -54,6 +54,7 @@ class TrainConfig:
     aux_family_weight: float = 0.0  # weight of the auxiliary shape-family loss (0 = off; needs family targets)
     aux_family_layer: int | None = None  # block whose features it reads (one of feature_layers; null = the 2nd)
     aux_family_lr_scale: float = 20.0  # the head's lr / lr: a fresh linear head must move faster than the network
+    aux_family_pool: str = "patch"  # "patch": a target per patch; "object": logits pooled over each family region
     p_half_mask: float = 0.1  # share of samples masked exactly on the query half
     mask_ratio: float = 0.5  # share of patches hidden by the block-wise mask
     min_mask_patches: int = 16  # smallest masked block (patches)
@@ -83,6 +84,8 @@ class TrainConfig:
         _check(self.loss_beta > 0 and self.loss_fg_weight > 0,
                "train.loss_beta and train.loss_fg_weight must be > 0")
         _check(self.aux_family_lr_scale > 0, f"train.aux_family_lr_scale must be > 0, got {self.aux_family_lr_scale}")
+        _check(self.aux_family_pool in ("patch", "object"),
+               f"train.aux_family_pool must be 'patch' or 'object', got {self.aux_family_pool!r}")
         _check(self.aux_family_weight >= 0, f"train.aux_family_weight must be >= 0, got {self.aux_family_weight}")
         _check(self.num_workers >= 0, "train.num_workers must be >= 0")
         _check(self.val_every is None or self.val_every >= 0, "train.val_every must be >= 0")

@@ -44,7 +44,7 @@ from ..checkpoint import save_checkpoint, weights_fingerprint
 from ..data.in_context import build_train_dataset
 from ..errors import InputError
 from ..io.files import atomic_path
-from ..model.loss import family_cross_entropy, masked_smooth_l1
+from ..model.loss import family_cross_entropy, masked_smooth_l1, object_family_cross_entropy
 from ..utils.dist import ProcessGroup
 from ..utils.runtime import autocast, resolve_precision
 from ..utils.schedule import build_scheduler
@@ -312,7 +312,8 @@ class Trainer:
             fg_weight=self.tcfg.loss_fg_weight,
         )
         if aux:
-            ce = family_cross_entropy(logits, b["family"], self.net.patch_size)
+            family_ce = object_family_cross_entropy if self.tcfg.aux_family_pool == "object" else family_cross_entropy
+            ce = family_ce(logits, b["family"], self.net.patch_size)
             self.aux_window.append(ce.detach())
             loss = loss + self.tcfg.aux_family_weight * ce
         return loss
