@@ -13,6 +13,7 @@ import os
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -662,3 +663,52 @@ def test_aux_family_loss_trains_a_head_that_is_saved_but_never_exported(tmp_path
     obj.close()
     with pytest.raises(InputError, match="train.aux_family_pool must be 'patch' or 'object', got 'mean'"):
         Trainer(_cfg(tmp_path / "e", *over, "train.aux_family_pool=mean"))
+
+
+def test_family_pretrain_trains_only_the_blocks_it_runs_and_resumes_exactly(tmp_path):
+    from painter_seg import build_model
+    from painter_seg.training.family_pretrain import (
+        FamilyPretrainConfig,
+        family_batch,
+        pretrain_families,
+    )
+
+    def fresh():
+        torch.manual_seed(0)
+        return build_model("seggpt_tiny", pretrained=False)
+
+    start = {k: v.clone() for k, v in fresh().state_dict().items()}
+    cfg = FamilyPretrainConfig(layer=3, batch_size=2, max_steps=3, max_minutes=None, log_every=1, save_every=2,
+                               precision="fp32")
+    imgs, tgts, fam = family_batch(fresh(), [cfg.seed_base, cfg.seed_base + 1])
+    assert imgs.shape == tgts.shape == (2, 3, 448, 224) and fam.shape == (2, 448, 224)
+    assert fam.dtype == torch.uint8 and int(fam[0, 224:].max()) > 0  # the query half has families
+
+    res = pretrain_families(fresh(), cfg, tmp_path / "a", progress=False)
+    assert res["step"] == 3
+    rows = _read_csv(tmp_path / "a" / "family_log.csv")
+    assert [r["step"] for r in rows] == ["1", "2", "3"] and all(float(r["loss"]) > 0 for r in rows)
+    once = load_file(str(tmp_path / "a" / "model.safetensors"))
+    moved = {k for k in once if not torch.equal(once[k], start[k])}
+    assert any(k.startswith("blocks.3.") for k in moved) and any(k.startswith("patch_embed.") for k in moved)
+    assert not any(k.startswith(("blocks.4.", "blocks.5.", "decoder")) for k in moved)  # never run, never moved
+
+    pretrain_families(fresh(), replace(cfg, max_steps=2), tmp_path / "b", progress=False)
+    pretrain_families(fresh(), cfg, tmp_path / "b", resume=True, progress=False)
+    twice = load_file(str(tmp_path / "b" / "model.safetensors"))
+    assert all(torch.equal(once[k], twice[k]) for k in once)  # stopped and resumed = run in one go
+    assert [r["step"] for r in _read_csv(tmp_path / "b" / "family_log.csv")] == ["1", "2", "3"]
+
+    with pytest.raises(InputError, match=r"layer=7: expected one of the model's feature_layers \[2, 3, 4, 5\]"):
+        pretrain_families(fresh(), replace(cfg, layer=7), tmp_path / "c", progress=False)
+    with pytest.raises(InputError, match="no checkpoint to resume from"):
+        pretrain_families(fresh(), cfg, tmp_path / "d", resume=True, progress=False)
+
+
+def test_pretrain_families_tool_reports_a_bad_layer_in_one_line(tmp_path, capsys):
+    import runpy
+
+    tool = runpy.run_path(str(REPO / "tools" / "pretrain_families.py"))
+    assert tool["main"](["--output-dir", str(tmp_path / "o"), "--layer", "4", "--steps", "1"]) == 2
+    assert capsys.readouterr().err.strip() == "error: layer=4: expected one of the model's feature_layers [3, 5, 7, 9]"
+    assert not (tmp_path / "o" / "model.safetensors").exists()
