@@ -4,7 +4,7 @@
     OMP_NUM_THREADS=2 python tools/pretrain_families.py --output-dir outputs/train/family_s13a [--minutes 45]
         [--checkpoint W.safetensors] [--resume]
 
-Writes OUTPUT_DIR/model.safetensors (the full model: a painting stage's init_checkpoint), last.pt (exact resume)
+Writes OUTPUT_DIR/model.safetensors (the full model: a painting stage's init_checkpoint), last.pt (resume: the same episodes, optimizer state)
 and family_log.csv (the pooled family cross-entropy every 50 steps). docs/training "Stage 13".
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--precision", default="auto")
-    ap.add_argument("--resume", action="store_true", help="continue exactly from OUTPUT_DIR/last.pt")
+    ap.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last.pt (the same episodes, optimizer state)")
     args = ap.parse_args(argv)
 
     from painter_seg import build_model

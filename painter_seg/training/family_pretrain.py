@@ -7,7 +7,7 @@ loss moves too little in a CPU session, so this job trains the families first an
 generated multi-class / semantic canvases laid out as at inference (the prompt pair over the query, the query's
 mask hidden) and a linear head classifies each family's region of each half from the layer's pooled tokens
 (:func:`painter_seg.model.loss.object_family_cross_entropy`). The full model is written out for a painting stage
-to start from (``init_checkpoint``); the head is kept only in ``last.pt`` (exact resume).
+to start from (``init_checkpoint``); the head is kept only in ``last.pt`` (for resuming).
 
 Episode seeds are ``seed_base + step * batch_size + i``: a resumed run sees the samples an uninterrupted one would.
 """
@@ -103,8 +103,8 @@ def pretrain_families(model, cfg: FamilyPretrainConfig, output_dir: str | Path, 
                       progress: bool = True) -> dict:
     """Train ``model``'s blocks up to ``cfg.layer`` on the object-pooled family loss; see the module docstring.
 
-    Writes ``output_dir``/``model.safetensors`` (the full model), ``last.pt`` (model, head, optimizer, step: exact
-    resume with ``resume=True``) and ``family_log.csv``.
+    Writes ``output_dir``/``model.safetensors`` (the full model), ``last.pt`` (model, head, optimizer, step: resume
+    with ``resume=True``: the same episodes follow) and ``family_log.csv``.
 
     Returns:
         ``{"step", "seconds", "loss"}`` (loss: the mean over the last ``log_every`` steps).
