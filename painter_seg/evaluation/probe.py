@@ -55,6 +55,23 @@ def fit_linear_probe(x: np.ndarray, y: np.ndarray, train: np.ndarray, num_classe
     return hit[tr].float().mean().item(), hit[~tr].float().mean().item()
 
 
+def episode_canvas(model, ep) -> tuple[torch.Tensor, torch.Tensor]:
+    """The inference canvas of a generated episode: its first prompt pair over its query, the prompt's labels
+    painted in ``model.palette``.
+
+    Returns:
+        ``(imgs, tgts)``, each ``[1, 3, 2h, w]`` at ``model.half_size`` (the query's half of ``tgts`` is for
+        :meth:`~painter_seg.model.SegGPT.query_mask` to hide).
+    """
+    size = tuple(model.half_size)
+    (p_img, p_lab), (q_img, _) = ep.prompts[0], ep.query
+    ids = np.array([i for i in np.unique(p_lab) if i > 0])
+    pal = make_palette(model.palette, len(ids))
+    return canvas_tensors(images_to_tensor([p_img], size),
+                          labels_to_tensor([labels_to_compact(p_lab, ids)], pal, size),
+                          images_to_tensor([q_img], size))
+
+
 @torch.no_grad()
 def family_probe(model, episodes: int = 800, seed: int = 0, min_patches: int = 2) -> dict:
     """The probe of this module's docstring on ``model`` (a :class:`~painter_seg.model.SegGPT`).
@@ -74,12 +91,7 @@ def family_probe(model, episodes: int = 800, seed: int = 0, min_patches: int = 2
     for e in range(episodes):
         ep = generate_episode(HELDOUT_SEED_BASE + PROBE_SEED_OFFSET + seed * 100_000 + e,
                               kind=("multiclass", "semantic")[e % 2], size=(h, w))
-        (p_img, p_lab), (q_img, _) = ep.prompts[0], ep.query
-        ids = np.array([i for i in np.unique(p_lab) if i > 0])
-        pal = make_palette(model.palette, len(ids))
-        imgs, tgts = canvas_tensors(images_to_tensor([p_img], (h, w)),
-                                    labels_to_tensor([labels_to_compact(p_lab, ids)], pal, (h, w)),
-                                    images_to_tensor([q_img], (h, w)))
+        imgs, tgts = episode_canvas(model, ep)
         feats = model.forward_features(imgs, tgts, model.query_mask(), torch.zeros(1))
         objmap = ep.meta["query_objmap"].astype(np.int64)
         for k, obj in enumerate(ep.meta["query_objects"]):
@@ -112,4 +124,4 @@ def format_probe(result: dict, name: str = "model") -> str:
     return "\n".join(lines)
 
 
-__all__: Sequence[str] = ("family_probe", "fit_linear_probe", "format_probe")
+__all__: Sequence[str] = ("episode_canvas", "family_probe", "fit_linear_probe", "format_probe")

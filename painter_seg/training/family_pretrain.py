@@ -24,9 +24,8 @@ import torch
 from torch import nn
 
 from ..checkpoint import save_checkpoint
-from ..codec.canvas import canvas_tensors, images_to_tensor, labels_to_tensor
-from ..codec.palette import labels_to_compact, make_palette
 from ..errors import InputError
+from ..evaluation.probe import episode_canvas
 from ..io.files import atomic_path
 from ..model.loss import object_family_cross_entropy
 from ..utils.runtime import autocast, resolve_precision
@@ -71,12 +70,7 @@ def family_batch(model, seeds: Sequence[int]) -> tuple[torch.Tensor, torch.Tenso
     imgs, tgts, fams = [], [], []
     for seed in seeds:
         ep = generate_episode(int(seed), kind=("multiclass", "semantic")[int(seed) % 2], size=(h, w))
-        (p_img, p_lab), (q_img, _) = ep.prompts[0], ep.query
-        ids = np.array([i for i in np.unique(p_lab) if i > 0])
-        pal = make_palette(model.palette, len(ids))
-        im, tg = canvas_tensors(images_to_tensor([p_img], (h, w)),
-                                labels_to_tensor([labels_to_compact(p_lab, ids)], pal, (h, w)),
-                                images_to_tensor([q_img], (h, w)))
+        im, tg = episode_canvas(model, ep)
         imgs.append(im)
         tgts.append(tg)
         fams.append(torch.from_numpy(np.concatenate(ep.meta["family_maps"], 0)))
