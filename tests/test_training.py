@@ -722,3 +722,29 @@ def test_pretrain_families_tool_reports_a_bad_layer_in_one_line(tmp_path, capsys
     assert tool["main"](["--output-dir", str(tmp_path / "o"), "--layer", "4", "--steps", "1"]) == 2
     assert capsys.readouterr().err.strip() == "error: layer=4: expected one of the model's feature_layers [3, 5, 7, 9]"
     assert not (tmp_path / "o" / "model.safetensors").exists()
+
+
+def test_lr_scales_multiply_the_named_groups_and_zero_freezes(tmp_path):
+    from painter_seg.training.optim import prefix_scale
+
+    scales = {"blocks": 0.5, "blocks.1": 0.0, "decoder_pred": 3.0}
+    assert prefix_scale("blocks.1.mlp.fc1.weight", scales) == 0.0  # the longest prefix wins
+    assert prefix_scale("blocks.2.mlp.fc1.weight", scales) == 0.5
+    assert prefix_scale("blocks10.x", {"blocks1": 2.0}) == 1.0  # whole name parts only
+    assert prefix_scale("decoder_embed.weight", scales) == 1.0
+
+    over = ["train.max_steps=2", "data.length=4", "train.lr_scales={blocks.1:0,decoder_pred:3}"]
+    trainer = Trainer(_cfg(tmp_path / "a", *over))
+    lrs = {g["group_name"]: g["initial_lr"] for g in trainer.state.optimizer.param_groups}
+    base = trainer.base_lr
+    assert lrs["layer4_decay_x3"] == pytest.approx(3 * base) and lrs["layer4_decay"] == pytest.approx(base)
+    frozen = {n for n, p in trainer.net.named_parameters() if not p.requires_grad}
+    assert frozen == {n for n, _ in trainer.net.named_parameters() if n.startswith("blocks.1.")}
+    before = {k: v.clone() for k, v in trainer.net.state_dict().items()}
+    trainer.close()
+    train(_cfg(tmp_path / "a", *over))
+    after = load_file(str(tmp_path / "a" / "model.safetensors"))
+    assert all(torch.equal(after[k], before[k]) for k in after if k.startswith("blocks.1."))
+    assert not torch.equal(after["blocks.0.mlp.fc1.weight"], before["blocks.0.mlp.fc1.weight"])
+    with pytest.raises(InputError, match=r"train.lr_scales values must be numbers >= 0, got \{'blocks': -1.0\}"):
+        Trainer(_cfg(tmp_path / "b", "train.lr_scales={blocks:-1}"))

@@ -311,3 +311,59 @@ class Block(nn.Module):
             a = feature_ensemble(a, ensemble)
         x = x + self.drop_path(a)
         return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class ConvStem(nn.Module):
+    """A convolutional path beside the patch embedding: per-patch features seen over several patches.
+
+    A linear patch embedding sees each patch alone, and an object a few patches wide is told apart by its outline
+    across them, which a plain ViT learns only from very many samples (docs/training "Stage 15"). The stem averages
+    the image over ``pool`` x ``pool`` cells, halves the resolution once per entry of ``widths`` (3 x 3
+    convolutions with GELU, ``extra`` more stride-1 ones at each scale), resizes its features bilinearly to the token
+    grid and projects them to the token width with a zero-initialised 1 x 1 convolution: added to the patch
+    embedding, a new stem leaves the network's output unchanged. No normalisation layers: a stem pretrained with
+    BatchNorm (:mod:`painter_seg.training.stem_pretrain`) has it folded into the convolutions.
+
+    Args:
+        in_chans: input channels.
+        embed_dim: token width.
+        patch_size: the token grid is the input's size over ``patch_size``.
+        widths: channels of each stage (one stride-2 convolution each).
+        extra: additional stride-1 convolutions of each stage.
+        pool: the average pooling before the first stage (1: none).
+    """
+
+    def __init__(self, in_chans: int, embed_dim: int, patch_size: int, widths: Sequence[int],
+                 extra: Sequence[int] | None = None, pool: int = 1) -> None:
+        super().__init__()
+        widths = [int(w) for w in widths]
+        extra = [0] * len(widths) if extra is None else [int(e) for e in extra]
+        if not widths or len(extra) != len(widths) or min(widths) < 1 or min(extra) < 0 or int(pool) < 1:
+            raise ValueError(f"conv stem: widths {widths} (>= 1 each), extra {extra} (one count >= 0 per stage) "
+                             f"and pool {pool} (>= 1) do not describe a stem")
+        self.patch_size, self.pool = patch_size, int(pool)
+        layers, c = [], in_chans
+        for w, e in zip(widths, extra, strict=True):
+            layers += [nn.Conv2d(c, w, 3, stride=2, padding=1), nn.GELU()]
+            for _ in range(e):
+                layers += [nn.Conv2d(w, w, 3, padding=1), nn.GELU()]
+            c = w
+        self.body = nn.Sequential(*layers)
+        self.width = c
+        self.proj = nn.Conv2d(c, embed_dim, 1)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last stage's features ``[N, width, h, w]`` (before resizing and projection)."""
+        if self.pool > 1:
+            x = F.avg_pool2d(x, self.pool)
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[N, C, H, W]`` -> ``[N, H / p, W / p, embed_dim]`` (NHWC, as the patch embedding)."""
+        grid = (x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size)
+        f = self.features(x)
+        if tuple(f.shape[-2:]) != grid:
+            f = F.interpolate(f, size=grid, mode="bilinear", align_corners=False)
+        return self.proj(f).permute(0, 2, 3, 1)

@@ -5,7 +5,7 @@ time, with the hard-coded constants (merge block, decoder feature blocks) turned
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from timm.layers import LayerNorm2d, PatchEmbed, resample_abs_pos_embed, trunc_normal_
@@ -17,6 +17,7 @@ from .layers import (
     ENSEMBLE_PER_STREAM,
     BiasWorkspace,
     Block,
+    ConvStem,
     validate_layer_indices,
 )
 
@@ -39,6 +40,9 @@ class SegGPT(nn.Module):
             (unused) class slot, resampled bicubically to the canvas grid at run time.
         drop_path_rate: stochastic depth, linear from 0 over the blocks (training only).
         fused_attn: use ``scaled_dot_product_attention`` (True) or the explicit softmax path (False).
+        conv_stem: None (the reference) or ``{"widths": [...], "extra": [...], "pool": p}``: a
+            :class:`~painter_seg.model.layers.ConvStem` whose output is added to the image stream's patch
+            embedding (the mask stream keeps the linear embedding alone).
 
     Attributes set by :func:`painter_seg.build.build_model` from the model config (not weights):
         config_name: the config's name.
@@ -66,9 +70,16 @@ class SegGPT(nn.Module):
         norm_eps: float = 1e-6,
         use_rel_pos: bool = True,
         fused_attn: bool = True,
+        conv_stem: Mapping[str, Sequence[int]] | None = None,
     ) -> None:
         args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}  # the arguments, as given
         args["feature_layers"] = tuple(feature_layers)
+        if conv_stem is not None:
+            unknown = set(dict(conv_stem)) - {"widths", "extra", "pool"}
+            if unknown or "widths" not in conv_stem:
+                raise ValueError(f"conv_stem: unknown keys {sorted(unknown)} or no widths (expected widths, extra, pool)")
+            args["conv_stem"] = {k: v if isinstance(v, int) or v is None else tuple(v)
+                                 for k, v in dict(conv_stem).items()}
         super().__init__()
         self.init_args = args  # what with_canvas rebuilds from
         img_size = tuple(int(s) for s in img_size)
@@ -108,6 +119,10 @@ class SegGPT(nn.Module):
             flatten=False,
             output_fmt="NHWC",
         )
+        self.stem = None
+        if conv_stem is not None:
+            self.stem = ConvStem(in_chans, embed_dim, patch_size, conv_stem["widths"], conv_stem.get("extra"),
+                                 conv_stem.get("pool", 1))
         self.mask_token = nn.Parameter(torch.zeros(1, 1, 1, embed_dim))
         self.segment_token_x = nn.Parameter(torch.zeros(1, 1, 1, embed_dim))  # image stream
         self.segment_token_y = nn.Parameter(torch.zeros(1, 1, 1, embed_dim))  # mask stream
@@ -234,6 +249,8 @@ class SegGPT(nn.Module):
             raise ValueError(f"canvas must be {self.img_size} (H, W), got {tuple(imgs.shape[-2:])}")
         n = imgs.shape[0]
         x = self.patch_embed(imgs)
+        if self.stem is not None:
+            x = x + self.stem(imgs)
         y = self.patch_embed(tgts)
         if bool_masked_pos is not None:
             if bool_masked_pos.shape[-1] != self.num_patches or bool_masked_pos.shape[0] not in (1, n):

@@ -43,6 +43,7 @@ class TrainConfig:
     weight_decay: float = 0.05  # not applied to biases, norms, tokens, pos_embed
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     layer_decay: float | None = None  # layer-wise lr decay in (0, 1], e.g. 0.8 to fine-tune
+    lr_scales: dict[str, float] = field(default_factory=dict)  # parameter-name prefix -> lr x (0: frozen)
     warmup_steps: int = 200  # linear warm-up (paper: 1.8K of 9K)
     max_steps: int | None = 2000  # schedule length and end of training
     epochs: int | None = None  # used when max_steps is null/0: epochs x steps per epoch
@@ -77,6 +78,8 @@ class TrainConfig:
         _check(0 <= self.min_lr_ratio <= 1, f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         _check(self.warmup_steps >= 0, f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
         _check(len(self.betas) == 2, f"train.betas must be two numbers, got {list(self.betas)}")
+        _check(all(isinstance(v, int | float) and v >= 0 for v in (self.lr_scales or {}).values()),
+               f"train.lr_scales values must be numbers >= 0, got {dict(self.lr_scales or {})}")
         _check(self.layer_decay is None or 0 < self.layer_decay <= 1,
                f"train.layer_decay must be in (0, 1] or null, got {self.layer_decay}")
         _check(0 <= self.p_half_mask <= 1, f"train.p_half_mask must be in [0, 1], got {self.p_half_mask}")

@@ -11,12 +11,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import nn
 
-__all__ = ["build_optimizer", "layer_id", "param_groups"]
+__all__ = ["build_optimizer", "layer_id", "param_groups", "prefix_scale"]
 
 # Names (first component) that belong to the embedding "layer 0" of layer-wise decay.
 _EMBED_PREFIXES = (
@@ -46,11 +46,22 @@ def layer_id(name: str, depth: int) -> int:
     return depth + 1
 
 
+def prefix_scale(name: str, lr_scales: Mapping[str, float] | None) -> float:
+    """The lr multiplier of parameter ``name``: the value of the longest key of ``lr_scales`` that is ``name`` or
+    a dotted prefix of it (``"stem"`` matches ``stem.proj.weight``, not ``stems.x``); 1 when none is."""
+    best, scale = -1, 1.0
+    for prefix, s in (lr_scales or {}).items():
+        if (name == prefix or name.startswith(prefix + ".")) and len(prefix) > best:
+            best, scale = len(prefix), float(s)
+    return scale
+
+
 def param_groups(
     model: nn.Module,
     weight_decay: float,
     layer_decay: float | None = None,
     no_weight_decay: Iterable[str] | None = None,
+    lr_scales: Mapping[str, float] | None = None,
 ) -> list[dict]:
     """Split the trainable parameters into AdamW groups.
 
@@ -60,6 +71,7 @@ def param_groups(
         weight_decay: decay of the decayed group.
         layer_decay: layer-wise lr decay factor in (0, 1], or None for none.
         no_weight_decay: names exempt from decay; None = ``model.no_weight_decay()``.
+        lr_scales: parameter-name prefix -> lr multiplier (:func:`prefix_scale`; 0 leaves the parameter out).
 
     Returns:
         Groups ``{"params", "weight_decay", "lr_scale", "group_name"}``; frozen parameters are
@@ -75,10 +87,13 @@ def param_groups(
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
+        extra = prefix_scale(name, lr_scales)
+        if extra == 0:
+            continue
         no_decay = p.ndim <= 1 or name.endswith(".bias") or name in skip
         lid = layer_id(name, depth) if layer_decay is not None else depth + 1
-        scale = 1.0 if layer_decay is None else layer_decay ** (depth + 1 - lid)
-        key = f"layer{lid}_{'no_decay' if no_decay else 'decay'}"
+        scale = (1.0 if layer_decay is None else layer_decay ** (depth + 1 - lid)) * extra
+        key = f"layer{lid}_{'no_decay' if no_decay else 'decay'}" + ("" if extra == 1 else f"_x{extra:g}")
         if key not in groups:
             groups[key] = {
                 "params": [],
@@ -99,10 +114,12 @@ def build_optimizer(
     eps: float = 1e-8,
     extra: nn.Module | None = None,
     extra_lr_scale: float = 1.0,
+    lr_scales: Mapping[str, float] | None = None,
 ) -> torch.optim.AdamW:
     """AdamW over :func:`param_groups`; each group's lr is ``lr * lr_scale``. ``extra``: a training-only
-    module (an auxiliary head) whose groups follow the model's, named ``aux_...``, at ``extra_lr_scale`` x lr."""
-    groups = param_groups(model, weight_decay, layer_decay)
+    module (an auxiliary head) whose groups follow the model's, named ``aux_...``, at ``extra_lr_scale`` x lr.
+    ``lr_scales``: per parameter-name prefix multipliers of the model's groups (:func:`prefix_scale`)."""
+    groups = param_groups(model, weight_decay, layer_decay, lr_scales=lr_scales)
     if extra is not None:
         for g in param_groups(extra, weight_decay, None, no_weight_decay=()):
             groups.append({**g, "lr_scale": float(extra_lr_scale), "group_name": f"aux_{g['group_name']}"})

@@ -52,7 +52,7 @@ from .config import TrainJobConfig, parse_config
 from .loader import TrainLoader
 from .logbook import CSV_FIELDS, LOG_NAME, CsvLog, RunStats
 from .masking import sample_masks
-from .optim import build_optimizer
+from .optim import build_optimizer, prefix_scale
 from .state import (
     CKPT_NAME,
     TrainState,
@@ -157,6 +157,9 @@ class Trainer:
             strict=self.job.init_strict,
         )
         self.net.train()
+        for name, p in self.net.named_parameters():  # before DDP, which registers what needs gradients
+            if prefix_scale(name, dict(self.tcfg.lr_scales or {})) == 0:
+                p.requires_grad_(False)  # lr x 0: frozen (no gradient, outside the optimizer and the clip)
         self.model_name = str(self.job.model.get("name", "model"))
         self.model: nn.Module = self.net
         if self.group.info.distributed:
@@ -184,9 +187,10 @@ class Trainer:
         lr = t.lr * self.global_batch / t.lr_ref_batch if t.lr_ref_batch else t.lr
         self.base_lr = lr
         self._build_aux_head()
+        scales = dict(t.lr_scales or {})
         optimizer = build_optimizer(
             self.net, lr, weight_decay=t.weight_decay, betas=tuple(t.betas), layer_decay=t.layer_decay,
-            extra=self.aux_head, extra_lr_scale=t.aux_family_lr_scale,
+            extra=self.aux_head, extra_lr_scale=t.aux_family_lr_scale, lr_scales=scales,
         )
         scheduler = build_scheduler(optimizer, t.warmup_steps, self.max_steps, t.min_lr_ratio)
         use_scaler = self.precision == "fp16" and self.device.type == "cuda"

@@ -1,0 +1,273 @@
+"""Shape-family pretraining of the convolutional stem (docs/training "Stage 15").
+
+A multi-class episode of the generator is decided by the shape family alone, and neither the painting loss nor a
+family loss on the ViT's tokens puts families into this model in CPU time (stages 11-14). A small convolutional
+net learns them from object crops in minutes, so the model gets one beside its patch embedding
+(:class:`painter_seg.model.layers.ConvStem`) and that stem is trained first, alone, on generated objects:
+
+* windows of ``window`` pixels centred on each non-clutter object of generated multi-class / semantic query
+  images, at the scale the model sees them (no resizing: the stem is convolutional, so a window is the canvas
+  around the object), with the object's visible mask;
+* the stem (with BatchNorm after each convolution) is run on each window, its last features averaged over the
+  object's mask and classified into the shape families by a linear head;
+* at the end the BatchNorm layers are folded into the convolutions and the stem's weights copied into the model
+  (its zero-initialised projection untouched: the model's output is unchanged until a painting stage trains it).
+
+Object windows are generated once and cached (``objects.npz``); episode seeds ``seed_base + i`` are far from every
+held-out range. Resuming (``last.pt``) continues the same shuffled epochs.
+"""
+from __future__ import annotations
+
+import csv
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import InputError
+from ..io.files import atomic_path
+
+LOG_FIELDS = ("epoch", "seconds", "loss", "heldout_acc")
+
+
+@dataclass
+class StemPretrainConfig:
+    """Settings of :func:`pretrain_stem` (defaults: stage 15)."""
+
+    episodes: int = 16_000
+    heldout_share: float = 0.1  # the last episodes' objects: accuracy logged each epoch
+    window: int = 128
+    min_pixels: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    batch_size: int = 64
+    max_epochs: int = 100
+    max_minutes: float | None = 30.0
+    seed: int = 0
+    seed_base: int = 40_000_000
+
+    def __post_init__(self) -> None:
+        if self.episodes < 10 or not 0 < self.heldout_share < 1:
+            raise InputError(f"episodes ({self.episodes}) must be >= 10 and heldout_share in (0, 1)")
+        if self.window < 32 or self.batch_size < 2:
+            raise InputError(f"window ({self.window}) must be >= 32 and batch_size ({self.batch_size}) >= 2")
+
+
+def episode_objects(seed: int, size: int = 192, window: int = 128, min_pixels: int = 128, pool: int = 2
+                    ) -> list[tuple[np.ndarray, np.ndarray, int]]:
+    """One generated episode's non-clutter query objects, each ``(window, coverage, family index)``.
+
+    ``window``: the ``window`` x ``window`` RGB pixels around the object's centre, averaged over ``pool`` x ``pool``
+    cells (the stem's first step, :class:`~painter_seg.model.layers.ConvStem`), uint8; ``coverage``: the share of
+    each cell the object covers, x 255, uint8.
+    """
+    import cv2
+
+    from ..data.synthetic import FAMILIES, generate_episode
+
+    fam_id = {f: i for i, f in enumerate(FAMILIES)}
+    ep = generate_episode(int(seed), kind=("multiclass", "semantic")[int(seed) % 2], size=(size, size))
+    img, objmap = ep.query[0], ep.meta["query_objmap"]
+    r = window // 2
+    pad_img = np.pad(img, ((r, r), (r, r), (0, 0)), mode="reflect")
+    out = []
+    for k, obj in enumerate(ep.meta["query_objects"]):
+        if obj["role"] == "clutter" or obj["family"] not in fam_id:
+            continue
+        m = objmap == k
+        if m.sum() < min_pixels:
+            continue
+        ys, xs = np.nonzero(m)
+        cy, cx = int(ys.mean()), int(xs.mean())
+        win = pad_img[cy:cy + window, cx:cx + window]
+        cov = np.pad(m, r)[cy:cy + window, cx:cx + window].astype(np.float32)
+        small = (window // pool, window // pool)
+        out.append((cv2.resize(win, small, interpolation=cv2.INTER_AREA),
+                    np.round(255 * cv2.resize(cov, small, interpolation=cv2.INTER_AREA)).astype(np.uint8),
+                    fam_id[obj["family"]]))
+    return out
+
+
+def _objects_of(args: tuple) -> list:
+    return episode_objects(*args)
+
+
+def build_objects(cfg: StemPretrainConfig, path: Path, size: int = 192, pool: int = 2, workers: int = 1,
+                  progress: bool = True) -> dict:
+    """Generate (or read back) the object windows of ``cfg.episodes`` episodes: ``{"x", "m", "y", "e"}``."""
+    from tqdm import tqdm
+
+    if path.is_file():
+        d = np.load(path)
+        if (int(d["episodes"]), int(d["window"]), int(d["pool"]), int(d["seed_base"])) == (
+                cfg.episodes, cfg.window, pool, cfg.seed_base):
+            return {k: d[k] for k in ("x", "m", "y", "e")}
+    jobs = [(cfg.seed_base + i, size, cfg.window, cfg.min_pixels, pool) for i in range(cfg.episodes)]
+    xs, ms, ys, es = [], [], [], []
+    if workers > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(workers) as ex:
+            results = list(tqdm(ex.imap(_objects_of, jobs, chunksize=64), total=len(jobs), disable=not progress,
+                                desc="object windows"))
+    else:
+        results = (_objects_of(j) for j in tqdm(jobs, disable=not progress, desc="object windows"))
+    for i, objs in enumerate(results):
+        for x, m, y in objs:
+            xs.append(x)
+            ms.append(m)
+            ys.append(y)
+            es.append(i)
+    d = {"x": np.stack(xs), "m": np.stack(ms), "y": np.array(ys, np.int64), "e": np.array(es, np.int64)}
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, episodes=cfg.episodes, window=cfg.window, pool=pool, seed_base=cfg.seed_base, **d)
+    return d
+
+
+class _TrainStem(nn.Module):
+    """The model stem's layers with BatchNorm after each convolution (folded away by :meth:`fold_into`)."""
+
+    def __init__(self, stem, num_classes: int):
+        super().__init__()
+        layers = []
+        for m in stem.body:
+            if isinstance(m, nn.Conv2d):
+                conv = nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding)
+                layers += [conv, nn.BatchNorm2d(m.out_channels)]
+            else:
+                layers.append(nn.GELU())
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(stem.width, num_classes)
+
+    def forward(self, x: torch.Tensor, cover: torch.Tensor) -> torch.Tensor:
+        """Logits of ``x`` ``[N, 3, h, w]`` (already pooled) averaged over ``cover`` ``[N, 1, h, w]``."""
+        f = self.body(x)
+        w = F.adaptive_avg_pool2d(cover, f.shape[-2:])
+        return self.head((f * w).sum((2, 3)) / w.sum((2, 3)).clamp_min(1e-3))
+
+    @torch.no_grad()
+    def fold_into(self, stem) -> None:
+        """Copy the convolutions into ``stem.body`` with each BatchNorm (running statistics) folded in."""
+        convs = [m for m in stem.body if isinstance(m, nn.Conv2d)]
+        mods = list(self.body)
+        pairs = [(mods[i], mods[i + 1]) for i in range(len(mods) - 1) if isinstance(mods[i], nn.Conv2d)]
+        for dst, (conv, bn) in zip(convs, pairs, strict=True):
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            dst.weight.copy_(conv.weight * scale[:, None, None, None])
+            dst.bias.copy_(bn.bias + (conv.bias - bn.running_mean) * scale)
+
+
+def _augment(x: torch.Tensor, cover: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same random quarter turn and mirror for a batch's windows and masks (families do not change)."""
+    k = int(torch.randint(4, (1,), generator=g))
+    flip = bool(torch.randint(2, (1,), generator=g))
+    x, cover = torch.rot90(x, k, (2, 3)), torch.rot90(cover, k, (2, 3))
+    if flip:
+        x, cover = x.flip(3), cover.flip(3)
+    return x, cover
+
+
+def _to_input(x: np.ndarray) -> torch.Tensor:
+    from ..codec.canvas import normalize_tensor
+
+    return normalize_tensor(torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255.0)
+
+
+def pretrain_stem(model, cfg: StemPretrainConfig, output_dir: str | Path, resume: bool = False, workers: int = 1,
+                  progress: bool = True) -> dict:
+    """Train ``model.stem`` on the shape families of generated objects; see the module docstring.
+
+    Writes ``output_dir``/``objects.npz`` (the windows, reused), ``stem_log.csv`` (loss and held-out accuracy per
+    epoch), ``last.pt`` (resume) and ``model.safetensors`` (``model`` with the folded stem: a painting stage's
+    ``init_checkpoint``).
+
+    Returns:
+        ``{"epoch", "seconds", "loss", "heldout_acc", "objects", "majority"}``.
+    """
+    from tqdm import tqdm
+
+    from ..checkpoint import save_checkpoint
+    from ..data.synthetic import FAMILIES
+
+    if getattr(model, "stem", None) is None:
+        raise InputError("the model has no conv_stem to pretrain (set net.conv_stem in its config)")
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = build_objects(cfg, out / "objects.npz", size=model.half_size[0], pool=model.stem.pool, workers=workers,
+                         progress=progress)
+    held = data["e"] >= int(cfg.episodes * (1 - cfg.heldout_share))
+    train_idx = np.nonzero(~held)[0]
+    test_idx = np.nonzero(held)[0]
+    y = torch.from_numpy(data["y"])
+    majority = float(np.bincount(data["y"][held], minlength=len(FAMILIES)).max() / max(len(test_idx), 1))
+    torch.manual_seed(cfg.seed)
+    net = _TrainStem(model.stem, len(FAMILIES))
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    g = torch.Generator().manual_seed(cfg.seed)
+    epoch, spent = 0, 0.0
+    last = out / "last.pt"
+    log_path = out / "stem_log.csv"
+    if resume:
+        if not last.is_file():
+            raise InputError(f"{last}: no checkpoint to resume from")
+        state = torch.load(last, map_location="cpu", weights_only=True)
+        net.load_state_dict(state["net"])
+        opt.load_state_dict(state["optimizer"])
+        g.set_state(state["generator"])
+        epoch, spent = int(state["epoch"]), float(state["seconds"])
+    if not resume or not log_path.is_file():
+        with atomic_path(log_path) as tmp, open(tmp, "w", newline="") as f:
+            csv.writer(f).writerow(LOG_FIELDS)
+
+    def cover_of(idx) -> torch.Tensor:
+        return torch.from_numpy(data["m"][idx]).float()[:, None] / 255.0
+
+    @torch.no_grad()
+    def evaluate() -> float:
+        net.eval()
+        hits = 0
+        for b in range(0, len(test_idx), 256):
+            j = test_idx[b:b + 256]
+            hits += int((net(_to_input(data["x"][j]), cover_of(j)).argmax(1) == y[j]).sum())
+        return hits / max(len(test_idx), 1)
+
+    loss_mean, acc = float("nan"), float("nan")
+    t0 = time.time()
+    steps = (len(train_idx) + cfg.batch_size - 1) // cfg.batch_size
+    while epoch < cfg.max_epochs and (cfg.max_minutes is None or spent + time.time() - t0 < 60 * cfg.max_minutes):
+        net.train()
+        perm = train_idx[torch.randperm(len(train_idx), generator=g).numpy()]
+        losses = []
+        for b in tqdm(range(0, len(perm), cfg.batch_size), total=steps, disable=not progress,
+                      desc=f"stem epoch {epoch + 1}", leave=False):
+            j = np.sort(perm[b:b + cfg.batch_size])
+            x, cover = _augment(_to_input(data["x"][j]), cover_of(j), g)
+            loss = F.cross_entropy(net(x, cover), y[j])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        epoch += 1
+        loss_mean, acc = float(np.mean(losses)), evaluate()
+        spent, t0 = spent + time.time() - t0, time.time()
+        with open(log_path, "a", newline="") as f:
+            csv.writer(f).writerow([epoch, f"{spent:.1f}", f"{loss_mean:.5f}", f"{acc:.4f}"])
+        if progress:
+            print(f"stem epoch {epoch}: loss {loss_mean:.4f}, held-out family accuracy {acc:.4f} "
+                  f"(commonest {majority:.4f}), {spent / 60:.1f} min", flush=True)
+        with atomic_path(last) as tmp:
+            torch.save({"net": net.state_dict(), "optimizer": opt.state_dict(), "generator": g.get_state(),
+                        "epoch": epoch, "seconds": spent}, tmp)
+        net.fold_into(model.stem)
+        save_checkpoint(model.state_dict(), out / "model.safetensors",
+                        metadata={"stem_pretrain": str(asdict(cfg)), "epoch": str(epoch),
+                                  "heldout_acc": f"{acc:.4f}"})
+    return {"epoch": epoch, "seconds": spent, "loss": loss_mean, "heldout_acc": acc,
+            "objects": len(y), "majority": majority}
+
+
+__all__ = ("StemPretrainConfig", "build_objects", "episode_objects", "pretrain_stem")
