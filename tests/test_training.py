@@ -744,6 +744,7 @@ def test_lr_scales_multiply_the_named_groups_and_zero_freezes(tmp_path):
     trainer.close()
     train(_cfg(tmp_path / "a", *over))
     after = load_file(str(tmp_path / "a" / "model.safetensors"))
+    assert float(_read_csv(tmp_path / "a" / "train_log.csv")[0]["lr"]) <= base  # the network's, not 3 x
     assert all(torch.equal(after[k], before[k]) for k in after if k.startswith("blocks.1."))
     assert not torch.equal(after["blocks.0.mlp.fc1.weight"], before["blocks.0.mlp.fc1.weight"])
     with pytest.raises(InputError, match=r"train.lr_scales values must be numbers >= 0, got \{'blocks': -1.0\}"):

@@ -43,7 +43,7 @@ class TrainConfig:
     weight_decay: float = 0.05  # not applied to biases, norms, tokens, pos_embed
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     layer_decay: float | None = None  # layer-wise lr decay in (0, 1], e.g. 0.8 to fine-tune
-    lr_scales: dict[str, float] = field(default_factory=dict)  # parameter-name prefix -> lr x (0: frozen)
+    lr_scales: dict[str, float] | None = None  # parameter-name prefix -> lr x (0: frozen)
     warmup_steps: int = 200  # linear warm-up (paper: 1.8K of 9K)
     max_steps: int | None = 2000  # schedule length and end of training
     epochs: int | None = None  # used when max_steps is null/0: epochs x steps per epoch

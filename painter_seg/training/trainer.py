@@ -386,8 +386,9 @@ class Trainer:
         """Steps to the end of the current epoch; returns why training stopped, or None."""
         p, t = self.state.progress, self.tcfg
         for group in self.data.steps(p.epoch, p.batch_in_epoch):
-            run.last_lr = max(g["lr"] for g in self.state.optimizer.param_groups  # the network's, not a head's
-                              if not str(g.get("group_name", "")).startswith("aux_"))
+            # the network's scheduled lr: each group's lr over its scale (not a head's, not a train.lr_scales one)
+            run.last_lr = max(g["lr"] / g["lr_scale"] for g in self.state.optimizer.param_groups
+                              if not str(g.get("group_name", "")).startswith("aux_") and g.get("lr_scale", 1) > 0)
             loss, norm = self.train_step(group)
             p.step += 1
             p.batch_in_epoch += len(group)
