@@ -82,6 +82,21 @@ def test_folding_the_batchnorm_gives_the_stem_the_trained_features():
     assert want.shape == (6, 16, 2, 2) and torch.allclose(got, want, atol=1e-5)
 
 
+def test_shifted_windows_move_image_and_coverage_together():
+    from painter_seg.training.stem_pretrain import StemPretrainConfig, _shifted
+
+    x = np.arange(2 * 8 * 8 * 3, dtype=np.uint8).reshape(2, 8, 8, 3)
+    cover = x[..., 0].copy()
+    xs, cs = _shifted(x, cover, 3, np.random.default_rng(0))
+    assert xs.shape == (2, 5, 5, 3) and cs.shape == (2, 5, 5)
+    assert np.array_equal(xs[..., 0], cs)  # the same cut for both
+    offsets = {(int(np.argwhere(x[i, ..., 0] == xs[i, 0, 0, 0])[0][0]),) for i in range(2)}
+    assert all(0 <= o[0] <= 3 for o in offsets)
+    assert _shifted(x, cover, 0, np.random.default_rng(0))[0] is x
+    with pytest.raises(InputError, match=r"shift \(32, pooled pixels\) in \[0, window / 4\)"):
+        StemPretrainConfig(window=128, shift=32)
+
+
 def _read(path: Path) -> list[dict]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
@@ -98,7 +113,7 @@ def test_stem_pretraining_trains_the_stem_alone_caches_objects_and_resumes_exact
     assert objs and all(x.shape == (32, 32, 3) and x.dtype == np.uint8 and m.shape == (32, 32) for x, m, _ in objs)
     assert all(0 <= y < 16 and m.max() > 0 for _, m, y in objs)
 
-    cfg = StemPretrainConfig(episodes=12, window=64, batch_size=8, max_epochs=2, max_minutes=None)
+    cfg = StemPretrainConfig(episodes=12, window=64, shift=8, batch_size=8, max_epochs=2, max_minutes=None)
     start = _tiny().state_dict()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
