@@ -229,7 +229,7 @@ CASES = {
                          "device=tpu: expected auto, cpu, cuda or cuda:N"),
     "benchmark/quality-model": (("benchmark", "--device", "cpu", "--quality", "--quality-model", "nope"),
                                 ("--quality-model nope: unknown model; expected one of default, painter_small, "
-                                "seggpt_tiny, seggpt_vit_large")),
+                                 "painter_small_stem, seggpt_tiny, seggpt_vit_large")),
     "benchmark/checkpoint-random": (("benchmark", "--device", "cpu", "--quality", "--quality-model", "seggpt_tiny",
                                      "--checkpoint", "{d}/random.pth"),
                                     "{d}/random.pth: not a readable torch checkpoint (corrupt pickle)"),
@@ -248,7 +248,8 @@ CASES = {
     "gpu-check/device": (("gpu-check", "--device", "tpu", "--model", "seggpt_tiny", "--out", "{o}/g"),
                          "device=tpu: expected auto, cpu, cuda or cuda:N"),
     "gpu-check/model": (("gpu-check", "--device", "cpu", "--model", "nope", "--out", "{o}/g"),
-                        "unknown model 'nope'; available: default, painter_small, seggpt_tiny, seggpt_vit_large"),
+                        ("unknown model 'nope'; available: default, painter_small, painter_small_stem, seggpt_tiny, "
+                         "seggpt_vit_large")),
     "gpu-check/override": (("gpu-check", "--device", "cpu", "--model", "seggpt_tiny", "--override", "net.zz=1",
                             "--out", "{o}/g"),
                            ("--override net.zz=1: model seggpt_tiny cannot be built with it (TypeError: "

@@ -175,8 +175,8 @@ def test_evaluate_on_a_folder_without_pairs_is_one_line(tmp_path):
 
 
 BAD_ARGUMENTS = [
-    ("model=nosuch", ("model=nosuch: unknown model; expected one of default, painter_small, seggpt_tiny, "
-                     "seggpt_vit_large")),
+    ("model=nosuch", ("model=nosuch: unknown model; expected one of default, painter_small, painter_small_stem, "
+                     "seggpt_tiny, seggpt_vit_large")),
     ("strategy=nosuch", ("strategy=nosuch: unknown strategy; expected one of feature_ensemble, plain, "
                         "spatial_ensemble, tuned")),
     ("device=tpu", "device=tpu: expected auto, cpu, cuda or cuda:N"),
