@@ -57,9 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         if not source:
             raise InputError(f"model {args.model!r} has no default weights: pass --checkpoint")
         report = load_checkpoint(model, source, strict=False)
-        need = [k for k in model.state_dict() if not k.startswith("stem.")]
-        if report.num_tensors != len(need) + (0 if args.stem else len(model.state_dict()) - len(need)):
-            raise InputError(f"{source}: {report.num_tensors} tensors fit the model, {len(need)} expected outside the stem")
+        need = [k for k in model.state_dict() if not (args.stem and k.startswith("stem."))]  # a new stem: not in them
+        if report.num_tensors != len(need):
+            raise InputError(f"{source}: {report.num_tensors} tensors fit the model, {len(need)} expected")
         res = pretrain_stem(model, cfg, args.output_dir, resume=args.resume, workers=args.workers)
     except (InputError, ValueError, FileNotFoundError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)

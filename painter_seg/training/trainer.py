@@ -157,8 +157,9 @@ class Trainer:
             strict=self.job.init_strict,
         )
         self.net.train()
+        scales = dict(self.tcfg.lr_scales or {})
         for name, p in self.net.named_parameters():  # before DDP, which registers what needs gradients
-            if prefix_scale(name, dict(self.tcfg.lr_scales or {})) == 0:
+            if prefix_scale(name, scales) == 0:
                 p.requires_grad_(False)  # lr x 0: frozen (no gradient, outside the optimizer and the clip)
         self.model_name = str(self.job.model.get("name", "model"))
         self.model: nn.Module = self.net
