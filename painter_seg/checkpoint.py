@@ -390,11 +390,14 @@ def save_checkpoint(
 
 def weights_fingerprint(model: nn.Module) -> str:
     """Short, stable fingerprint of a model's weights (sha256 over names, shapes and values), for artefacts
-    that only make sense with one set of weights (e.g. a tuned prompt)."""
+    that only make sense with one set of weights (e.g. a tuned prompt). The painting network's weights only: a
+    region matcher (``matcher.*``) never enters the forward, so adding or retraining it keeps the fingerprint."""
     import hashlib
 
     h = hashlib.sha256()
     for k, v in sorted(model.state_dict().items()):
+        if k.startswith("matcher."):
+            continue
         h.update(k.encode())
         h.update(json.dumps(list(v.shape)).encode())
         h.update(v.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())

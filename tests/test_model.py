@@ -199,7 +199,9 @@ def test_banded_decoder_equals_one_pass(tiny_model):
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         one = tiny_model.forward_decoder(part, band_rows=0)
         banded = tiny_model.forward_decoder(part, band_rows=3)
-        assert banded.dtype == one.dtype == torch.bfloat16 and torch.equal(banded, one)
+        # native bf16 kernels (avx512_bf16) may block a band's matmul differently from the whole: one bf16 step apart
+        diff = (banded.float() - one.float()).abs().max().item()
+        assert banded.dtype == one.dtype == torch.bfloat16 and diff <= 2**-7 * one.float().abs().max().item(), diff
     with torch.enable_grad():
         feats = [f.detach().requires_grad_() for f in feats]
         out = tiny_model.forward_decoder(feats)

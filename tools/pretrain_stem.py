@@ -3,6 +3,11 @@
 
     python tools/pretrain_stem.py --output-dir outputs/train/stem_s15 [--minutes 30] [--episodes 16000]
         [--model default] [--stem 2:32,64,96,128:0,0,1,2] [--checkpoint W.safetensors] [--workers 2] [--resume]
+        [--target stem|matcher]
+
+``--target matcher`` trains the model's region matcher instead (``net.region_matcher``, same layers plus its family
+head; docs/training "Region matcher"); ``--resume --target matcher`` on a stem run whose time is spent turns its
+net into the matcher of OUTPUT_DIR/model.safetensors without training it again.
 
 The model is built from its config with a conv stem (``--stem POOL:WIDTHS:EXTRA``, or the config's own) and its
 weights (the stem, new, is not in them: every other tensor must be). Writes OUTPUT_DIR/objects.npz (generated object
@@ -37,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--episodes", type=int, default=16_000)
     ap.add_argument("--workers", type=int, default=1, help="processes generating the object windows")
     ap.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last.pt")
+    ap.add_argument("--target", choices=("stem", "matcher"), default="stem",
+                    help="train the conv stem beside the patch embedding, or the region matcher")
     args = ap.parse_args(argv)
 
     from painter_seg import build_model
@@ -49,18 +56,20 @@ def main(argv: list[str] | None = None) -> int:
         overrides = []
         if args.stem:
             s = parse_stem(args.stem)
-            overrides = [f"net.conv_stem.pool={s['pool']}", f"net.conv_stem.widths={s['widths']}",
-                         f"net.conv_stem.extra={s['extra']}"]
+            key = "net.conv_stem" if args.target == "stem" else "net.region_matcher"
+            overrides = [f"{key}.pool={s['pool']}", f"{key}.widths={s['widths']}", f"{key}.extra={s['extra']}"]
         cfg = StemPretrainConfig(episodes=args.episodes, max_epochs=args.epochs, max_minutes=args.minutes)
         model = build_model(args.model, overrides=overrides, pretrained=False)
         source = args.checkpoint or load_group("model", args.model).get("checkpoint")
         if not source:
             raise InputError(f"model {args.model!r} has no default weights: pass --checkpoint")
         report = load_checkpoint(model, source, strict=False)
-        need = [k for k in model.state_dict() if not (args.stem and k.startswith("stem."))]  # a new stem: not in them
-        if report.num_tensors != len(need):
+        new = "stem." if args.target == "stem" else "matcher."
+        need = [k for k in model.state_dict() if not k.startswith(new)]  # what it trains need not be in them
+        if report.num_tensors not in (len(need), len(model.state_dict())):  # with or without the part it trains
             raise InputError(f"{source}: {report.num_tensors} tensors fit the model, {len(need)} expected")
-        res = pretrain_stem(model, cfg, args.output_dir, resume=args.resume, workers=args.workers)
+        res = pretrain_stem(model, cfg, args.output_dir, resume=args.resume, workers=args.workers,
+                            target=args.target)
     except (InputError, ValueError, FileNotFoundError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -11,9 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 
+from ..codec.assign import AssignSettings, RegionPrototypes, assign_regions, prompt_prototypes
 from ..codec.canvas import images_to_tensor, labels_to_tensor, paint_to_labels, resize_labels
 from ..codec.palette import PALETTES, labels_to_compact, make_palette
 from ..codec.refine import GuidedRefine, resolve_refine
@@ -112,6 +114,10 @@ class FewShotSegmenter:
         palette: the colours prompt masks are painted in: ``auto`` (default: the model's own, ``model.palette``
             from its config: ``distinct`` for the shipped model, the reference's ``seggpt`` for ViT-L) or a key
             of :data:`~painter_seg.codec.palette.PALETTES`.
+        assign: with two or more prompt classes, give each painted region one class from its colours and its
+            outline (:mod:`painter_seg.codec.assign`; semantic prompts only): ``auto`` (default: when the model
+            has a region matcher, as the shipped one does), ``none``, or
+            :class:`~painter_seg.codec.assign.AssignSettings`.
     """
 
     def __init__(
@@ -126,6 +132,7 @@ class FewShotSegmenter:
         compile: bool = False,
         refine: str | GuidedRefine | None = "auto",
         palette: str = "auto",
+        assign: str | AssignSettings = "auto",
     ) -> None:
         self.model = model
         runner = maybe_compile(model, compile)  # the model itself when compile is False
@@ -152,6 +159,15 @@ class FewShotSegmenter:
         self.palette_name = getattr(model, "palette", "seggpt") if palette == "auto" else palette
         if self.palette_name not in PALETTES:
             raise InputError(f"palette={palette}: expected auto or one of {', '.join(PALETTES)}")
+        matcher = getattr(model, "matcher", None)
+        if isinstance(assign, AssignSettings):
+            self.assign = assign
+        elif assign in ("auto", "none"):
+            self.assign = AssignSettings() if assign == "auto" and matcher is not None else None
+        else:
+            raise InputError(f"assign={assign}: expected auto, none or AssignSettings")
+        if self.assign is not None and matcher is None:
+            raise InputError(f"assign: the model {getattr(model, 'config_name', '')!r} has no region matcher")
         self.reset()
 
     # ------------------------------------------------------------------ prompts
@@ -160,6 +176,7 @@ class FewShotSegmenter:
         self.strategy.reset()
         self.ids: np.ndarray | None = None  # original id of compact label k at ids[k - 1]
         self.palette: np.ndarray | None = None  # [C + 1, 3] colours of compact labels
+        self.prototypes: RegionPrototypes | None = None  # what the prompts say per class (region assignment)
 
     @property
     def is_prompt_set(self) -> bool:
@@ -203,6 +220,7 @@ class FewShotSegmenter:
         self.ids = all_ids[all_ids > 0]
         self.palette = make_palette(self.palette_name, len(self.ids))
         self.strategy.set_prompts(*self._encode(imgs, labels), self.seg_type)
+        self.prototypes = self._prototypes(imgs, labels)
 
     def set_tuned_prompt(
         self,
@@ -239,6 +257,7 @@ class FewShotSegmenter:
         self.ids, self.palette = ids, np.asarray(prompt.palette, dtype=np.uint8)
         p_imgs, p_masks = self._encode(imgs, labels) if imgs else (None, None)
         self.strategy.set_prompts(p_imgs, p_masks, tuned=prompt)
+        self.prototypes = self._prototypes(imgs, labels) if imgs else None  # a learned prompt has no outlines
 
     def _read_pairs(self, images, masks, boxes, scribbles, names
                     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -285,6 +304,17 @@ class FewShotSegmenter:
         compact = [labels_to_compact(lab, self.ids) for lab in labels]
         return images_to_tensor(imgs, size), labels_to_tensor(compact, self.palette, size)
 
+    def _prototypes(self, imgs: list[np.ndarray], labels: list[np.ndarray]) -> RegionPrototypes | None:
+        """The prompt classes' outlines for region assignment (None when it is off or there is one class)."""
+        assert self.ids is not None
+        if self.assign is None or len(self.ids) < 2 or self.seg_type is not SegType.SEMANTIC:
+            return None  # instances: which is which is the painting's call (painter_seg.codec.assign)
+        h, w = self.strategy.half_size
+        small = [cv2.resize(im, (w, h), interpolation=cv2.INTER_AREA) for im in imgs]
+        compact = [resize_labels(labels_to_compact(lab, self.ids), (h, w)) for lab in labels]
+        return prompt_prototypes(self.model.matcher, small, compact, len(self.ids), self.assign.min_pixels,
+                                 self.assign.turns)
+
     # ------------------------------------------------------------------ prediction
     def predict_batch(self, images: Sequence, batch_size: int = 4,
                       output_sizes: Sequence[tuple[int, int] | None] | None = None
@@ -319,8 +349,12 @@ class FewShotSegmenter:
         """The painted half ``[h, w, 3]`` resized to ``size`` and decoded
         (:func:`~painter_seg.codec.paint_to_labels`; refined along ``image``'s edges if ``self.refine``)."""
         assert self.palette is not None and self.ids is not None
+        paint_half = paint
         labels, paint, scores = paint_to_labels(paint, self.palette, self.ids, size,
                                                 self.resize_mode, self.bg_threshold, image=image,
                                                 refine=self.refine, grid=self.grid)
+        if self.prototypes is not None and self.assign is not None:
+            labels = assign_regions(labels, paint_half, self.palette, self.ids, image, self.model.matcher,
+                                    self.prototypes, self.assign)
         return Prediction(labels=labels, paint=np.clip(paint + 0.5, 0, 255).astype(np.uint8),
                           scores=scores, colors=self.colors)

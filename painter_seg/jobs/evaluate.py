@@ -110,7 +110,8 @@ def _segmenters(cfg: DictConfig, rows: list[tuple[str, int]]) -> dict[str, tuple
         if name == "plain" and k > 1:
             raise InputError(f"rows: plain@{k}: the plain strategy takes 1 prompt; use an ensemble")
         out[f"{name}@{k}"] = (k, FewShotSegmenter(model, strategy=name, precision=cfg.precision,
-                                                       refine=cfg.get("refine", "auto")))
+                                                       refine=cfg.get("refine", "auto"),
+                                                       assign=cfg.get("assign", "auto")))
     return out
 
 

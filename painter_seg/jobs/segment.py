@@ -212,7 +212,8 @@ def _segmenter(cfg: DictConfig, prompts: PromptFiles, use_tuned: bool) -> FewSho
     seg = FewShotSegmenter(model, strategy=cfg.strategy.name, seg_type=cfg.seg_type,
                            precision=cfg.precision, bg_threshold=cfg.bg_threshold,
                            resize_mode=cfg.resize_mode, resize_masks=cfg.resize_masks,
-                           compile=bool(cfg.get("compile", False)), refine=cfg.get("refine", "auto"))
+                           compile=bool(cfg.get("compile", False)), refine=cfg.get("refine", "auto"),
+                           assign=cfg.get("assign", "auto"))
     p, kind = cfg.prompt, prompts.kind
     names = [str(f) for f in p[kind]] if kind in ("masks", "scribbles") else None
     if use_tuned:

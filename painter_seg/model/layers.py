@@ -313,6 +313,24 @@ class Block(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
+def conv_stages(in_chans: int, widths: Sequence[int], extra: Sequence[int] | None = None
+                ) -> tuple[nn.Sequential, int]:
+    """Stride-2 3 x 3 convolution stages with GELU (``extra[i]`` more stride-1 ones at stage ``i``): the body of
+    :class:`ConvStem` and of :class:`painter_seg.model.matcher.RegionMatcher`. Returns ``(body, out channels)``."""
+    widths = [int(w) for w in widths]
+    extra = [0] * len(widths) if extra is None else [int(e) for e in extra]
+    if not widths or len(extra) != len(widths) or min(widths) < 1 or min(extra) < 0:
+        raise ValueError(f"conv stages: widths {widths} (>= 1 each) and extra {extra} (one count >= 0 per stage) "
+                         "do not describe a stack")
+    layers, c = [], int(in_chans)
+    for w, e in zip(widths, extra, strict=True):
+        layers += [nn.Conv2d(c, w, 3, stride=2, padding=1), nn.GELU()]
+        for _ in range(e):
+            layers += [nn.Conv2d(w, w, 3, padding=1), nn.GELU()]
+        c = w
+    return nn.Sequential(*layers), c
+
+
 class ConvStem(nn.Module):
     """A convolutional path beside the patch embedding: per-patch features seen over several patches.
 
@@ -342,14 +360,8 @@ class ConvStem(nn.Module):
             raise ValueError(f"conv stem: widths {widths} (>= 1 each), extra {extra} (one count >= 0 per stage) "
                              f"and pool {pool} (>= 1) do not describe a stem")
         self.patch_size, self.pool = patch_size, int(pool)
-        layers, c = [], in_chans
-        for w, e in zip(widths, extra, strict=True):
-            layers += [nn.Conv2d(c, w, 3, stride=2, padding=1), nn.GELU()]
-            for _ in range(e):
-                layers += [nn.Conv2d(w, w, 3, padding=1), nn.GELU()]
-            c = w
-        self.body = nn.Sequential(*layers)
-        self.width = c
+        self.body, self.width = conv_stages(in_chans, widths, extra)
+        c = self.width
         self.proj = nn.Conv2d(c, embed_dim, 1)
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)

@@ -20,6 +20,7 @@ from .layers import (
     ConvStem,
     validate_layer_indices,
 )
+from .matcher import RegionMatcher
 
 
 class SegGPT(nn.Module):
@@ -43,6 +44,10 @@ class SegGPT(nn.Module):
         conv_stem: None (the reference) or ``{"widths": [...], "extra": [...], "pool": p}``: a
             :class:`~painter_seg.model.layers.ConvStem` whose output is added to the image stream's patch
             embedding (the mask stream keeps the linear embedding alone).
+        region_matcher: None or the arguments of a :class:`~painter_seg.model.matcher.RegionMatcher` (``widths``,
+            ``extra``, ``pool``, ``num_classes``, ``window``): a shape-family CNN kept beside the network, never
+            part of its forward, that the few-shot decoder uses to give painted regions their class
+            (:mod:`painter_seg.codec.assign`); its weights live in the same checkpoint (``matcher.*``).
 
     Attributes set by :func:`painter_seg.build.build_model` from the model config (not weights):
         config_name: the config's name.
@@ -71,6 +76,7 @@ class SegGPT(nn.Module):
         use_rel_pos: bool = True,
         fused_attn: bool = True,
         conv_stem: Mapping[str, Sequence[int]] | None = None,
+        region_matcher: Mapping[str, Sequence[int] | int] | None = None,
     ) -> None:
         args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}  # the arguments, as given
         args["feature_layers"] = tuple(feature_layers)
@@ -80,6 +86,13 @@ class SegGPT(nn.Module):
                 raise ValueError(f"conv_stem: unknown keys {sorted(unknown)} or no widths (expected widths, extra, pool)")
             args["conv_stem"] = {k: v if isinstance(v, int) or v is None else tuple(v)
                                  for k, v in dict(conv_stem).items()}
+        if region_matcher is not None:
+            unknown = set(dict(region_matcher)) - {"widths", "extra", "pool", "num_classes", "window"}
+            if unknown:
+                raise ValueError(f"region_matcher: unknown keys {sorted(unknown)} (expected widths, extra, pool, "
+                                 "num_classes, window)")
+            args["region_matcher"] = {k: v if isinstance(v, int) or v is None else tuple(v)
+                                      for k, v in dict(region_matcher).items()}
         super().__init__()
         self.init_args = args  # what with_canvas rebuilds from
         img_size = tuple(int(s) for s in img_size)
@@ -123,6 +136,9 @@ class SegGPT(nn.Module):
         if conv_stem is not None:
             self.stem = ConvStem(in_chans, embed_dim, patch_size, conv_stem["widths"], conv_stem.get("extra"),
                                  conv_stem.get("pool", 1))
+        self.matcher = None
+        if region_matcher is not None:
+            self.matcher = RegionMatcher(in_chans=in_chans, **args["region_matcher"])
         self.mask_token = nn.Parameter(torch.zeros(1, 1, 1, embed_dim))
         self.segment_token_x = nn.Parameter(torch.zeros(1, 1, 1, embed_dim))  # image stream
         self.segment_token_y = nn.Parameter(torch.zeros(1, 1, 1, embed_dim))  # mask stream

@@ -70,31 +70,23 @@ def episode_objects(seed: int, size: int = 192, window: int = 128, min_pixels: i
     cells (the stem's first step, :class:`~painter_seg.model.layers.ConvStem`), uint8; ``coverage``: the share of
     each cell the object covers, x 255, uint8.
     """
-    import cv2
-
     from ..data.synthetic import FAMILIES, generate_episode
+    from ..model.matcher import region_windows
 
     fam_id = {f: i for i, f in enumerate(FAMILIES)}
     ep = generate_episode(int(seed), kind=("multiclass", "semantic")[int(seed) % 2], size=(size, size))
     img, objmap = ep.query[0], ep.meta["query_objmap"]
-    r = window // 2
-    pad_img = np.pad(img, ((r, r), (r, r), (0, 0)), mode="reflect")
-    out = []
+    masks, fams = [], []
     for k, obj in enumerate(ep.meta["query_objects"]):
         if obj["role"] == "clutter" or obj["family"] not in fam_id:
             continue
         m = objmap == k
         if m.sum() < min_pixels:
             continue
-        ys, xs = np.nonzero(m)
-        cy, cx = int(ys.mean()), int(xs.mean())
-        win = pad_img[cy:cy + window, cx:cx + window]
-        cov = np.pad(m, r)[cy:cy + window, cx:cx + window].astype(np.float32)
-        small = (window // pool, window // pool)
-        out.append((cv2.resize(win, small, interpolation=cv2.INTER_AREA),
-                    np.round(255 * cv2.resize(cov, small, interpolation=cv2.INTER_AREA)).astype(np.uint8),
-                    fam_id[obj["family"]]))
-    return out
+        masks.append(m)
+        fams.append(fam_id[obj["family"]])
+    xs, cs = region_windows(img, masks, window, pool)
+    return list(zip(xs, cs, fams))
 
 
 def _objects_of(args: tuple) -> list:
@@ -134,7 +126,8 @@ def build_objects(cfg: StemPretrainConfig, path: Path, size: int = 192, pool: in
 
 
 class _TrainStem(nn.Module):
-    """The model stem's layers with BatchNorm after each convolution (folded away by :meth:`fold_into`)."""
+    """The layers of a model's stem (or region matcher) with BatchNorm after each convolution (folded away by
+    :meth:`fold_into`)."""
 
     def __init__(self, stem, num_classes: int):
         super().__init__()
@@ -156,7 +149,8 @@ class _TrainStem(nn.Module):
 
     @torch.no_grad()
     def fold_into(self, stem) -> None:
-        """Copy the convolutions into ``stem.body`` with each BatchNorm (running statistics) folded in."""
+        """Copy the convolutions into ``stem.body`` with each BatchNorm (running statistics) folded in, and the
+        head into ``stem.head`` when it has one (a :class:`~painter_seg.model.matcher.RegionMatcher`)."""
         convs = [m for m in stem.body if isinstance(m, nn.Conv2d)]
         mods = list(self.body)
         pairs = [(mods[i], mods[i + 1]) for i in range(len(mods) - 1) if isinstance(mods[i], nn.Conv2d)]
@@ -164,6 +158,8 @@ class _TrainStem(nn.Module):
             scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
             dst.weight.copy_(conv.weight * scale[:, None, None, None])
             dst.bias.copy_(bn.bias + (conv.bias - bn.running_mean) * scale)
+        if isinstance(getattr(stem, "head", None), nn.Linear):
+            stem.head.load_state_dict(self.head.state_dict())
 
 
 def _augment(x: torch.Tensor, cover: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -198,8 +194,12 @@ def _to_input(x: np.ndarray) -> torch.Tensor:
 
 
 def pretrain_stem(model, cfg: StemPretrainConfig, output_dir: str | Path, resume: bool = False, workers: int = 1,
-                  progress: bool = True) -> dict:
-    """Train ``model.stem`` on the shape families of generated objects; see the module docstring.
+                  progress: bool = True, target: str = "stem") -> dict:
+    """Train ``model.stem`` (``target="stem"``) or ``model.matcher`` (``"matcher"``: the region matcher, its head
+    kept) on the shape families of generated objects; see the module docstring.
+
+    A run that resumes with its time already spent trains nothing more and writes ``model.safetensors`` from
+    ``last.pt``: that is how a stem run's net becomes a matcher (same layers) without training it again.
 
     Writes ``output_dir``/``objects.npz`` (the windows, reused), ``stem_log.csv`` (loss and held-out accuracy per
     epoch), ``last.pt`` (resume) and ``model.safetensors`` (``model`` with the folded stem: a painting stage's
@@ -210,14 +210,20 @@ def pretrain_stem(model, cfg: StemPretrainConfig, output_dir: str | Path, resume
     """
     from tqdm import tqdm
 
-    from ..checkpoint import save_checkpoint
     from ..data.synthetic import FAMILIES
 
-    if getattr(model, "stem", None) is None:
-        raise InputError("the model has no conv_stem to pretrain (set net.conv_stem in its config)")
+    if target not in ("stem", "matcher"):
+        raise InputError(f"target={target!r}: expected stem or matcher")
+    module = getattr(model, target, None)
+    if module is None:
+        key = "conv_stem" if target == "stem" else "region_matcher"
+        raise InputError(f"the model has no {key} to pretrain (set net.{key} in its config)")
+    if target == "matcher" and module.num_classes != len(FAMILIES):
+        raise InputError(f"the region matcher names {module.num_classes} families, the generator has {len(FAMILIES)}: "
+                         f"set net.region_matcher.num_classes={len(FAMILIES)}")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    data = build_objects(cfg, out / "objects.npz", size=model.half_size[0], pool=model.stem.pool, workers=workers,
+    data = build_objects(cfg, out / "objects.npz", size=model.half_size[0], pool=module.pool, workers=workers,
                          progress=progress)
     held = data["e"] >= int(cfg.episodes * (1 - cfg.heldout_share))
     train_idx = np.nonzero(~held)[0]
@@ -225,7 +231,7 @@ def pretrain_stem(model, cfg: StemPretrainConfig, output_dir: str | Path, resume
     y = torch.from_numpy(data["y"])
     majority = float(np.bincount(data["y"][held], minlength=len(FAMILIES)).max() / max(len(test_idx), 1))
     torch.manual_seed(cfg.seed)
-    net = _TrainStem(model.stem, len(FAMILIES))
+    net = _TrainStem(module, len(FAMILIES))
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     g = torch.Generator().manual_seed(cfg.seed)
     epoch, spent = 0, 0.0
@@ -259,6 +265,7 @@ def pretrain_stem(model, cfg: StemPretrainConfig, output_dir: str | Path, resume
     loss_mean, acc = float("nan"), float("nan")
     t0 = time.time()
     steps = (len(train_idx) + cfg.batch_size - 1) // cfg.batch_size
+    ran = False
     while epoch < cfg.max_epochs and (cfg.max_minutes is None or spent + time.time() - t0 < 60 * cfg.max_minutes):
         net.train()
         perm = train_idx[torch.randperm(len(train_idx), generator=g).numpy()]
@@ -273,6 +280,7 @@ def pretrain_stem(model, cfg: StemPretrainConfig, output_dir: str | Path, resume
             opt.step()
             losses.append(loss.item())
         epoch += 1
+        ran = True
         loss_mean, acc = float(np.mean(losses)), evaluate()
         spent, t0 = spent + time.time() - t0, time.time()
         with open(log_path, "a", newline="") as f:
@@ -283,12 +291,23 @@ def pretrain_stem(model, cfg: StemPretrainConfig, output_dir: str | Path, resume
         with atomic_path(last) as tmp:
             torch.save({"net": net.state_dict(), "optimizer": opt.state_dict(), "generator": g.get_state(),
                         "epoch": epoch, "seconds": spent}, tmp)
-        net.fold_into(model.stem)
-        save_checkpoint(model.state_dict(), out / "model.safetensors",
-                        metadata={"stem_pretrain": str(asdict(cfg)), "epoch": str(epoch),
-                                  "heldout_acc": f"{acc:.4f}"})
+        _export(net, module, model, cfg, out, epoch, acc)
+    if resume and not ran:  # nothing left to train: write the resumed net into this model
+        with open(log_path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        acc = float(rows[-1]["heldout_acc"]) if rows else float("nan")
+        _export(net, module, model, cfg, out, epoch, acc)
     return {"epoch": epoch, "seconds": spent, "loss": loss_mean, "heldout_acc": acc,
             "objects": len(y), "majority": majority}
+
+
+def _export(net: _TrainStem, module: nn.Module, model, cfg: StemPretrainConfig, out: Path, epoch: int,
+            acc: float) -> None:
+    from ..checkpoint import save_checkpoint
+
+    net.fold_into(module)
+    save_checkpoint(model.state_dict(), out / "model.safetensors",
+                    metadata={"stem_pretrain": str(asdict(cfg)), "epoch": str(epoch), "heldout_acc": f"{acc:.4f}"})
 
 
 __all__ = ("StemPretrainConfig", "build_objects", "episode_objects", "pretrain_stem")
