@@ -193,6 +193,7 @@ BAD_ARGUMENTS = [
     ("+max_side=64", "+max_side=64: 'max_side' is already in segment.yaml; set it without '+' (max_side=...)"),
     ("refine=sharp", ("refine=sharp: expected one of auto, guided, none (or settings such as "
                       "{radius: 1.0, eps: 0.003})")),
+    ("assign=always", "assign=always: expected auto, none or AssignSettings"),
     ("max_side=[1", ("bad override: no viable alternative at input '[1' See "
                      "https://hydra.cc/docs/1.2/advanced/override_grammar/basic for details")),
 ]
