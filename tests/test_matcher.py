@@ -225,3 +225,26 @@ def test_composites_tool_scores_both_rows_and_reports_bad_folders_in_one_line(tm
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [(f"error: {tmp_path}: need two or more classes with two or more image + mask pairs each "
                     "(too few: ['zz'])")]
+
+
+def test_a_tuned_prompt_alone_keeps_its_painted_classes_and_real_pairs_with_it_give_outlines():
+    """A tuned prompt learned to paint its scene: alone it is decoded by its colours (on the generated 2-class scene
+    outlines read off the learned pair cost 2.3 points, docs/prompt_tuning); real pairs given with it feed the matcher."""
+    from painter_seg.codec.canvas import images_to_tensor, labels_to_tensor
+    from painter_seg.codec.palette import make_palette
+    from painter_seg.tuning.artifact import TunedPrompt
+
+    model = _tiny()
+    h, w = model.half_size
+    img = np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)
+    compact = np.zeros((h, w), np.int64)
+    compact[10:60, 10:60], compact[120:200, 100:200] = 1, 2
+    pal = make_palette(model.palette, 2)
+    prompt = TunedPrompt(image=images_to_tensor([img], (h, w))[0], mask=labels_to_tensor([compact], pal, (h, w))[0],
+                         palette=pal, class_ids=[3, 5], class_names=["a", "b"], seg_type="semantic",
+                         model_name="seggpt_tiny", fingerprint="")
+    seg = FewShotSegmenter(model, strategy="tuned")
+    seg.set_tuned_prompt(prompt, check=False)
+    assert seg.prototypes is None
+    seg.set_tuned_prompt(prompt, [img], [np.where(compact == 1, 3, np.where(compact == 2, 5, 0))], check=False)
+    assert seg.prototypes is not None and seg.prototypes.families.shape == (2, 16) and seg.prototypes.purity == 1.0
