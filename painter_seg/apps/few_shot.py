@@ -351,12 +351,11 @@ class FewShotSegmenter:
         """The painted half ``[h, w, 3]`` resized to ``size`` and decoded
         (:func:`~painter_seg.codec.paint_to_labels`; refined along ``image``'s edges if ``self.refine``)."""
         assert self.palette is not None and self.ids is not None
-        paint_half = paint
-        labels, paint, scores = paint_to_labels(paint, self.palette, self.ids, size,
-                                                self.resize_mode, self.bg_threshold, image=image,
-                                                refine=self.refine, grid=self.grid)
+        labels, resized, scores = paint_to_labels(paint, self.palette, self.ids, size,
+                                                  self.resize_mode, self.bg_threshold, image=image,
+                                                  refine=self.refine, grid=self.grid)
         if self.prototypes is not None and self.assign is not None:
-            labels = assign_regions(labels, paint_half, self.palette, self.ids, image, self.model.matcher,
+            labels = assign_regions(labels, paint, self.palette, self.ids, image, self.model.matcher,
                                     self.prototypes, self.assign)
-        return Prediction(labels=labels, paint=np.clip(paint + 0.5, 0, 255).astype(np.uint8),
+        return Prediction(labels=labels, paint=np.clip(resized + 0.5, 0, 255).astype(np.uint8),
                           scores=scores, colors=self.colors)

@@ -130,8 +130,6 @@ def assign_regions(labels: np.ndarray, paint: np.ndarray, palette: np.ndarray, i
     if len(ids) < 2 or prototypes.purity < settings.min_purity:
         return labels
     h, w = paint.shape[:2]
-    probs = decode_paint_scores(paint, palette)[1:].transpose(1, 2, 0)  # [h, w, K]
-    small = cv2.resize(np.asarray(image, np.uint8), (w, h), interpolation=cv2.INTER_AREA)
     n, cc = cv2.connectedComponents((labels > 0).astype(np.uint8), connectivity=8)
     regions, halves = [], []
     for m in (cc == c for c in range(1, n)):
@@ -141,6 +139,8 @@ def assign_regions(labels: np.ndarray, paint: np.ndarray, palette: np.ndarray, i
             halves.append(half)
     if not regions:
         return labels
+    probs = decode_paint_scores(paint, palette)[1:].transpose(1, 2, 0)  # [h, w, K]
+    small = cv2.resize(np.asarray(image, np.uint8), (w, h), interpolation=cv2.INTER_AREA)
     outline = matcher.describe(small, halves, turns=settings.turns) @ prototypes.families.T  # [R, K]
     outline = outline / np.clip(outline.sum(1, keepdims=True), 1e-12, None)
     out = labels.copy()

@@ -361,8 +361,7 @@ class ConvStem(nn.Module):
                              f"and pool {pool} (>= 1) do not describe a stem")
         self.patch_size, self.pool = patch_size, int(pool)
         self.body, self.width = conv_stages(in_chans, widths, extra)
-        c = self.width
-        self.proj = nn.Conv2d(c, embed_dim, 1)
+        self.proj = nn.Conv2d(self.width, embed_dim, 1)
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
 

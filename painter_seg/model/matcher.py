@@ -24,7 +24,7 @@ from torch import nn
 
 from .layers import conv_stages
 
-__all__ = ["RegionMatcher", "region_windows"]
+__all__ = ["RegionMatcher", "region_windows", "windows_to_tensors"]
 
 
 def region_windows(image: np.ndarray, masks: Sequence[np.ndarray], window: int = 128, pool: int = 2
@@ -55,6 +55,15 @@ def region_windows(image: np.ndarray, masks: Sequence[np.ndarray], window: int =
     if not xs:
         return np.zeros((0, w, w, 3), np.uint8), np.zeros((0, w, w), np.uint8)
     return np.stack(xs), np.stack(cs)
+
+
+def windows_to_tensors(pix: np.ndarray, cov: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`region_windows`' output as the matcher's input: normalised ``[n, 3, w, w]`` and coverage
+    ``[n, 1, w, w]`` in [0, 1] (float32)."""
+    from ..codec.canvas import normalize_tensor
+
+    x = normalize_tensor(torch.from_numpy(pix).permute(0, 3, 1, 2).float() / 255.0)
+    return x, torch.from_numpy(cov).float()[:, None] / 255.0
 
 
 class RegionMatcher(nn.Module):
@@ -91,16 +100,13 @@ class RegionMatcher(nn.Module):
         """Family probabilities ``[len(masks), classes]`` (float64) of regions of ``image`` (uint8 RGB at the model's
         scale), averaged over the first ``turns`` of the 8 quarter turns and mirrorings of each window (a family
         does not change under them; the matcher is trained with them)."""
-        from ..codec.canvas import normalize_tensor
-
         if not 1 <= int(turns) <= 8:
             raise ValueError(f"turns={turns}: expected 1..8")
         pix, cov = region_windows(image, masks, self.window, self.pool)
         if len(pix) == 0:
             return np.zeros((0, self.num_classes))
         p = next(self.parameters())
-        x = normalize_tensor(torch.from_numpy(pix).permute(0, 3, 1, 2).float() / 255.0).to(p.device, p.dtype)
-        c = (torch.from_numpy(cov).float()[:, None] / 255.0).to(p.device, p.dtype)
+        x, c = (t.to(p.device, p.dtype) for t in windows_to_tensors(pix, cov))
         views = [(k, flip) for flip in (False, True) for k in range(4)][: int(turns)]
         xs = torch.cat([torch.rot90(x.flip(3) if f else x, k, (2, 3)) for k, f in views])
         cs = torch.cat([torch.rot90(c.flip(3) if f else c, k, (2, 3)) for k, f in views])

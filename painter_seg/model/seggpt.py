@@ -23,6 +23,11 @@ from .layers import (
 from .matcher import RegionMatcher
 
 
+def _frozen(sub_args: Mapping) -> dict:
+    """A nested module's arguments as given in a config, lists as tuples (what ``init_args`` keeps)."""
+    return {k: v if isinstance(v, int) or v is None else tuple(v) for k, v in dict(sub_args).items()}
+
+
 class SegGPT(nn.Module):
     """In-context segmentation by masked image modelling on stitched canvases.
 
@@ -84,15 +89,13 @@ class SegGPT(nn.Module):
             unknown = set(dict(conv_stem)) - {"widths", "extra", "pool"}
             if unknown or "widths" not in conv_stem:
                 raise ValueError(f"conv_stem: unknown keys {sorted(unknown)} or no widths (expected widths, extra, pool)")
-            args["conv_stem"] = {k: v if isinstance(v, int) or v is None else tuple(v)
-                                 for k, v in dict(conv_stem).items()}
+            args["conv_stem"] = _frozen(conv_stem)
         if region_matcher is not None:
             unknown = set(dict(region_matcher)) - {"widths", "extra", "pool", "num_classes", "window"}
             if unknown:
                 raise ValueError(f"region_matcher: unknown keys {sorted(unknown)} (expected widths, extra, pool, "
                                  "num_classes, window)")
-            args["region_matcher"] = {k: v if isinstance(v, int) or v is None else tuple(v)
-                                      for k, v in dict(region_matcher).items()}
+            args["region_matcher"] = _frozen(region_matcher)
         super().__init__()
         self.init_args = args  # what with_canvas rebuilds from
         img_size = tuple(int(s) for s in img_size)

@@ -33,6 +33,7 @@ from torch import nn
 
 from ..errors import InputError
 from ..io.files import atomic_path
+from ..model.matcher import windows_to_tensors
 
 LOG_FIELDS = ("epoch", "seconds", "loss", "heldout_acc")
 
@@ -187,12 +188,6 @@ def _shifted(x: np.ndarray, cover: np.ndarray, shift: int, rng: np.random.Genera
     return xs, cs
 
 
-def _to_input(x: np.ndarray) -> torch.Tensor:
-    from ..codec.canvas import normalize_tensor
-
-    return normalize_tensor(torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255.0)
-
-
 def pretrain_stem(model, cfg: StemPretrainConfig, output_dir: str | Path, resume: bool = False, workers: int = 1,
                   progress: bool = True, target: str = "stem") -> dict:
     """Train ``model.stem`` (``target="stem"``) or ``model.matcher`` (``"matcher"``: the region matcher, its head
@@ -250,8 +245,7 @@ def pretrain_stem(model, cfg: StemPretrainConfig, output_dir: str | Path, resume
             csv.writer(f).writerow(LOG_FIELDS)
 
     def batch(idx, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        x, c = _shifted(data["x"][idx], data["m"][idx], cfg.shift, rng)
-        return _to_input(x), torch.from_numpy(c).float()[:, None] / 255.0
+        return windows_to_tensors(*_shifted(data["x"][idx], data["m"][idx], cfg.shift, rng))
 
     @torch.no_grad()
     def evaluate() -> float:
@@ -265,7 +259,7 @@ def pretrain_stem(model, cfg: StemPretrainConfig, output_dir: str | Path, resume
     loss_mean, acc = float("nan"), float("nan")
     t0 = time.time()
     steps = (len(train_idx) + cfg.batch_size - 1) // cfg.batch_size
-    ran = False
+    first_epoch = epoch
     while epoch < cfg.max_epochs and (cfg.max_minutes is None or spent + time.time() - t0 < 60 * cfg.max_minutes):
         net.train()
         perm = train_idx[torch.randperm(len(train_idx), generator=g).numpy()]
@@ -280,7 +274,6 @@ def pretrain_stem(model, cfg: StemPretrainConfig, output_dir: str | Path, resume
             opt.step()
             losses.append(loss.item())
         epoch += 1
-        ran = True
         loss_mean, acc = float(np.mean(losses)), evaluate()
         spent, t0 = spent + time.time() - t0, time.time()
         with open(log_path, "a", newline="") as f:
@@ -292,7 +285,7 @@ def pretrain_stem(model, cfg: StemPretrainConfig, output_dir: str | Path, resume
             torch.save({"net": net.state_dict(), "optimizer": opt.state_dict(), "generator": g.get_state(),
                         "epoch": epoch, "seconds": spent}, tmp)
         _export(net, module, model, cfg, out, epoch, acc)
-    if resume and not ran:  # nothing left to train: write the resumed net into this model
+    if resume and epoch == first_epoch:  # nothing left to train: write the resumed net into this model
         with open(log_path, newline="") as f:
             rows = list(csv.DictReader(f))
         acc = float(rows[-1]["heldout_acc"]) if rows else float("nan")
